@@ -1,0 +1,63 @@
+"""Command-line flags generated from `Config`, with one-line usage errors."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+from typing import Sequence
+
+from mnist_plus.config import Config
+from mnist_plus.errors import MnistPlusError, UsageError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit status 2
+        raise UsageError(f"{message} (see {self.prog} --help)")
+
+
+def _number(kind):
+    def parse(text: str):
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__} number") from None
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def config_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A parser with one flag per Config field (`--batch-size` for `batch_size`)."""
+    parser = _Parser(prog=prog, description=description,
+                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    for f in dataclasses.fields(Config):
+        flag = "--" + f.name.replace("_", "-")
+        kwargs = {"default": f.default, "help": f.metadata["help"]}
+        if f.type in ("bool", bool):
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif f.type in ("int", int):
+            kwargs["type"] = _number(int)
+        elif f.type in ("float", float):
+            kwargs["type"] = _number(float)
+        if f.metadata["choices"]:
+            kwargs["choices"] = f.metadata["choices"]
+        parser.add_argument(flag, dest=f.name, **kwargs)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    return Config(**{f.name: getattr(args, f.name) for f in dataclasses.fields(Config)})
+
+
+def run_main(fn, argv: Sequence[str] | None = None) -> int:
+    """Run `fn(argv)`; expected errors become one line on stderr and their exit code."""
+    try:
+        fn(argv)
+    except MnistPlusError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("interrupted: the newest complete checkpoint is kept; rerun to resume",
+              file=sys.stderr)
+        return 130
+    return 0

@@ -1,0 +1,98 @@
+"""The run's configuration as data: defaults in code, overridden by CLI flags.
+
+A `Config` is frozen and JSON-serialisable, so it is stored with every
+checkpoint and compared on resume. `help` metadata feeds `--help`; `resume`
+metadata marks fields that may change between a run and its resumption
+(where data comes from, how fast it runs) as opposed to fields that define
+the numbers a run produces.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+from mnist_plus.errors import UsageError
+from mnist_plus.model import ADDER_INPUTS
+
+LOOPS = ("auto", "host", "scan")
+
+
+def _field(default: Any, help: str, resume: bool = False, choices=None):
+    return dataclasses.field(
+        default=default, metadata={"help": help, "resume": resume, "choices": choices})
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    # What the run computes: must match to resume a checkpoint.
+    epochs: int = _field(10, "training epochs")
+    batch_size: int = _field(128, "training batch size (the last partial batch of an epoch is dropped)")
+    learning_rate: float = _field(0.01, "peak learning rate of the one-cycle Adam schedule")
+    warmup_fraction: float = _field(0.2, "fraction of training spent warming the learning rate up")
+    weight_decay: float = _field(1e-4, "decoupled (AdamW) weight decay")
+    seed: int = _field(0, "seed of parameters, data order, random numbers and test numbers")
+    width: int = _field(8, "base number of conv channels (the model's size)")
+    adder_hidden: int = _field(64, "hidden units of each of the adder's two layers")
+    adder_input: str = _field("logits", "what the adder sees of the image", choices=ADDER_INPUTS)
+    # How the run goes: may change on resume without changing the numbers.
+    eval_batch_size: int = _field(1000, "evaluation batch size", resume=True)
+    loop: str = _field("auto", "training loop: 'host' (per-step jit fed from NumPy), 'scan' "
+                       "(data on device, lax.scan over steps), 'auto' (the faster one measured "
+                       "for the backend)", resume=True, choices=LOOPS)
+    checkpoint_every_steps: int = _field(0, "also checkpoint every N steps (0: only at epoch ends)",
+                                         resume=True)
+    keep_checkpoints: int = _field(3, "how many recent checkpoints to keep", resume=True)
+    tfds_dir: str = _field("", "TFDS data dir (default: TFDS's, or $TFDS_DATA_DIR)", resume=True)
+    mnist_dir: str = _field("", "folder of the four MNIST IDX files, to prepare offline "
+                            "(default: $MNIST_PLUS_MNIST_DIR, else download)", resume=True)
+    progress: bool = _field(True, "show a progress bar per epoch", resume=True)
+
+
+def validate(config: Config, train_size: int | None = None) -> Config:
+    """Reject values that cannot run, with a message naming the flag."""
+    def bad(flag: str, value: Any, why: str) -> UsageError:
+        return UsageError(f"--{flag.replace('_', '-')} {value!r} is invalid: {why}")
+
+    for name in ("epochs", "batch_size", "width", "adder_hidden", "eval_batch_size",
+                 "keep_checkpoints"):
+        value = getattr(config, name)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise bad(name, value, "it must be a positive integer")
+    if config.checkpoint_every_steps < 0:
+        raise bad("checkpoint_every_steps", config.checkpoint_every_steps,
+                  "it must be 0 (off) or a positive number of steps")
+    for name in ("learning_rate",):
+        value = getattr(config, name)
+        if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+            raise bad(name, value, "it must be a positive finite number")
+    if not (0.0 <= config.warmup_fraction < 1.0):
+        raise bad("warmup_fraction", config.warmup_fraction, "it must be in [0, 1)")
+    if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
+        raise bad("weight_decay", config.weight_decay, "it must be a non-negative number")
+    for f in dataclasses.fields(config):
+        choices = f.metadata["choices"]
+        if choices and getattr(config, f.name) not in choices:
+            raise bad(f.name, getattr(config, f.name), f"choose one of {', '.join(choices)}")
+    if train_size is not None and config.batch_size > train_size:
+        raise bad("batch_size", config.batch_size,
+                  f"it is larger than the {train_size} training examples")
+    return config
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    return dataclasses.asdict(config)
+
+
+def from_dict(values: dict[str, Any]) -> Config:
+    """A Config from stored values; unknown keys (from a newer version) are ignored."""
+    known = {f.name for f in dataclasses.fields(Config)}
+    return Config(**{k: v for k, v in values.items() if k in known})
+
+
+def run_defining_differences(stored: Config, current: Config) -> list[str]:
+    """'name: stored -> current' for every field that would change the run's numbers."""
+    return [f"{f.name}: {getattr(stored, f.name)!r} -> {getattr(current, f.name)!r}"
+            for f in dataclasses.fields(Config)
+            if not f.metadata["resume"] and getattr(stored, f.name) != getattr(current, f.name)]

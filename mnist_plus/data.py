@@ -1,0 +1,275 @@
+"""MNIST through TFDS without TensorFlow: prepare once as array_record, read, cache.
+
+TFDS's stock `mnist` builder needs TensorFlow to extract and encode. `IdxMnist`
+is the same dataset (name, version, features) with a TensorFlow-free
+`_split_generators`: it reads the IDX files itself (from a local folder, or
+from TFDS's download manager with the registered checksums) and yields PNG
+bytes, so TFDS can write `array_record` and `tfds.data_source` can read it back.
+Decoding 70,000 PNGs takes seconds, so the decoded arrays are cached beside the
+TFDS data and later starts load them in well under a second.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import fcntl
+import io
+import json
+import os
+import socket
+import tempfile
+import urllib.parse
+from typing import Iterator
+
+import numpy as np
+
+from mnist_plus import idx
+from mnist_plus.errors import DataError
+
+MNIST_DIR_ENV = "MNIST_PLUS_MNIST_DIR"
+TFDS_DIR_ENV = "TFDS_DATA_DIR"
+CACHE_FOLDER = "mnist_plus_cache"
+# Where our array_record copy goes when the data dir holds a stock tfrecord
+# `mnist` that we must not touch and cannot read without TensorFlow.
+ALT_DATA_FOLDER = "mnist_plus_array_record"
+DOWNLOAD_HOST = "storage.googleapis.com"
+
+
+@dataclasses.dataclass(frozen=True)
+class Mnist:
+    """Decoded MNIST: uint8 images [N, 28, 28, 1] and int32 labels [N] per split."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+
+
+def default_tfds_dir() -> str:
+    """TFDS's own default (honours TFDS_DATA_DIR), without importing TFDS early."""
+    return os.path.expanduser(os.environ.get(TFDS_DIR_ENV) or "~/tensorflow_datasets")
+
+
+def _png_bytes(image: np.ndarray) -> bytes:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(image[..., 0], mode="L").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _builder_class():
+    """The TFDS builder, defined lazily so importing this module does not import TFDS."""
+    import tensorflow_datasets as tfds
+    from tensorflow_datasets.image_classification import mnist as stock
+
+    class IdxMnist(stock.MNIST, skip_registration=True):
+        """TFDS `mnist` 3.0.1, prepared from IDX files without TensorFlow."""
+
+        name = "mnist"
+
+        def __init__(self, *, mnist_dir: str | None = None, **kwargs):
+            self._mnist_dir = mnist_dir
+            super().__init__(**kwargs)
+
+        @tfds.core.utils.classproperty
+        @classmethod
+        def url_infos(cls):
+            # The checksums TFDS registers for the official URLs.
+            return stock.MNIST.url_infos
+
+        def _split_generators(self, dl_manager):
+            stems = {part: stem + ".gz" for part, stem in idx.IDX_FILES.items()}
+            if self._mnist_dir:
+                paths = {part: idx.find_idx_file(self._mnist_dir, stem)
+                         for part, stem in idx.IDX_FILES.items()}
+            else:
+                paths = dl_manager.download(
+                    {part: urllib.parse.urljoin(self.URL, name) for part, name in stems.items()})
+            return [
+                tfds.core.SplitGenerator(
+                    name=split,
+                    gen_kwargs=dict(images_path=os.fspath(paths[f"{split}_images"]),
+                                    labels_path=os.fspath(paths[f"{split}_labels"])),
+                )
+                for split in ("train", "test")
+            ]
+
+        def _generate_examples(self, images_path, labels_path):
+            images = idx.read_images(images_path)
+            labels = idx.read_labels(labels_path)
+            if len(images) != len(labels):
+                raise DataError(
+                    f"{images_path} has {len(images)} images but {labels_path} has "
+                    f"{len(labels)} labels; the files do not belong together")
+            for index, (image, label) in enumerate(zip(images, labels)):
+                yield index, {"image": _png_bytes(image), "label": int(label)}
+
+    return IdxMnist
+
+
+def _version_dir(data_dir: str) -> str:
+    return os.path.join(data_dir, "mnist", "3.0.1")
+
+
+def _prepared_format(data_dir: str) -> str | None:
+    """File format of a prepared `mnist` in `data_dir`, or None if not prepared."""
+    info_path = os.path.join(_version_dir(data_dir), "dataset_info.json")
+    try:
+        with open(info_path) as f:
+            info = json.load(f)
+    except (OSError, ValueError):
+        return None
+    return info.get("fileFormat", "tfrecord")
+
+
+def _tensorflow_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+def _download_reachable(timeout: float = 3.0) -> bool:
+    try:
+        with socket.create_connection((DOWNLOAD_HOST, 443), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def _prepare(data_dir: str, mnist_dir: str | None) -> None:
+    """Write our array_record `mnist` into `data_dir` from IDX files or the download."""
+    if mnist_dir is None and not _download_reachable():
+        raise DataError(
+            f"MNIST is not prepared in {data_dir} and {DOWNLOAD_HOST} cannot be reached: "
+            f"pass --mnist-dir DIR (or set {MNIST_DIR_ENV}) to a folder with the four MNIST "
+            f"IDX files, or run once with network access to download it")
+    if mnist_dir is not None and not os.path.isdir(mnist_dir):
+        raise DataError(
+            f"MNIST folder {mnist_dir} does not exist: point --mnist-dir or {MNIST_DIR_ENV} "
+            f"at a folder with the four MNIST IDX files")
+    if mnist_dir is not None:
+        for split in ("train", "test"):  # fail fast, before TFDS starts writing
+            idx.read_split(mnist_dir, split)
+    import tensorflow_datasets as tfds
+
+    builder = _builder_class()(data_dir=data_dir, mnist_dir=mnist_dir, file_format="array_record")
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(try_download_gcs=False))
+
+
+def _read_data_source(data_dir: str) -> Mnist:
+    import tensorflow_datasets as tfds
+
+    arrays = {}
+    for split in ("train", "test"):
+        source = tfds.data_source("mnist", split=split, data_dir=data_dir, download=False)
+        records = source.__getitems__(list(range(len(source))))
+        arrays[f"{split}_images"] = np.stack([r["image"] for r in records]).astype(np.uint8)
+        arrays[f"{split}_labels"] = np.array([r["label"] for r in records], np.int32)
+    return Mnist(**arrays)
+
+
+def _read_tfrecord_with_tensorflow(data_dir: str) -> Mnist:
+    import tensorflow_datasets as tfds
+
+    arrays = {}
+    for split in ("train", "test"):
+        images, labels = tfds.as_numpy(tfds.load(
+            "mnist", split=split, data_dir=data_dir, batch_size=-1, as_supervised=True,
+            download=False))
+        arrays[f"{split}_images"] = images.astype(np.uint8)
+        arrays[f"{split}_labels"] = labels.astype(np.int32)
+    return Mnist(**arrays)
+
+
+def _check(mnist: Mnist, origin: str) -> Mnist:
+    for split in ("train", "test"):
+        images = getattr(mnist, f"{split}_images")
+        labels = getattr(mnist, f"{split}_labels")
+        if images.ndim != 4 or images.shape[1:] != (28, 28, 1) or len(images) != len(labels):
+            raise DataError(
+                f"MNIST {split} split from {origin} has images {images.shape} and labels "
+                f"{labels.shape}; delete it and prepare again")
+        if labels.size and (labels.min() < 0 or labels.max() > 9):
+            raise DataError(f"MNIST {split} labels from {origin} are outside 0..9")
+    return mnist
+
+
+def _cache_path(data_dir: str) -> str:
+    return os.path.join(data_dir, CACHE_FOLDER, "mnist-3.0.1.npz")
+
+
+def _load_cache(path: str) -> Mnist | None:
+    try:
+        with np.load(path) as f:
+            return _check(Mnist(**{k: f[k] for k in f.files}), path)
+    except (OSError, ValueError, KeyError, TypeError, DataError):
+        return None
+
+
+def _write_atomically(path: str, mnist: Mnist) -> None:
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **dataclasses.asdict(mnist))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def _lock(data_dir: str) -> Iterator[None]:
+    """Serialise preparation so concurrent runs on one data dir never corrupt it."""
+    folder = os.path.join(data_dir, CACHE_FOLDER)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        handle = open(os.path.join(folder, ".lock"), "w")
+    except OSError as e:
+        raise DataError(
+            f"cannot write to the TFDS data dir {data_dir} ({e.strerror}): pass a writable "
+            f"--tfds-dir or set {TFDS_DIR_ENV}") from None
+    with handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def load_mnist(tfds_dir: str | None = None, mnist_dir: str | None = None) -> Mnist:
+    """MNIST as arrays: from the cache, else from TFDS (preparing it once if needed).
+
+    `tfds_dir` defaults to TFDS's data dir; `mnist_dir` (or MNIST_PLUS_MNIST_DIR)
+    is a folder of IDX files used to prepare offline instead of downloading.
+    """
+    data_dir = os.path.abspath(os.path.expanduser(tfds_dir or default_tfds_dir()))
+    mnist_dir = mnist_dir or os.environ.get(MNIST_DIR_ENV) or None
+    cache = _cache_path(data_dir)
+    cached = _load_cache(cache)
+    if cached is not None:
+        return cached
+    with _lock(data_dir):
+        cached = _load_cache(cache)  # another process may have finished meanwhile
+        if cached is not None:
+            return cached
+        fmt = _prepared_format(data_dir)
+        if fmt is not None and fmt != "array_record" and _tensorflow_available():
+            mnist = _read_tfrecord_with_tensorflow(data_dir)
+            origin = data_dir
+        else:
+            source_dir = data_dir
+            if fmt is not None and fmt != "array_record":
+                # A stock tfrecord copy we cannot read: keep it, prepare ours beside it.
+                source_dir = os.path.join(data_dir, ALT_DATA_FOLDER)
+                fmt = _prepared_format(source_dir)
+            if fmt is None:
+                _prepare(source_dir, mnist_dir)
+            mnist = _read_data_source(source_dir)
+            origin = source_dir
+        mnist = _check(mnist, origin)
+        _write_atomically(cache, mnist)
+        return mnist

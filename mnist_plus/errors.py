@@ -1,0 +1,21 @@
+"""Errors a user can act on: the CLI prints their one-line message, never a traceback."""
+
+
+class MnistPlusError(Exception):
+    """An expected failure with a message that says what was wrong and what to do."""
+
+    exit_code = 1
+
+
+class UsageError(MnistPlusError):
+    """Bad flags, bad input files or an unusable workdir (exit status 2)."""
+
+    exit_code = 2
+
+
+class DataError(UsageError):
+    """MNIST files are missing, corrupt or inconsistent."""
+
+
+class DivergedError(MnistPlusError):
+    """The loss became NaN or infinite; the last good checkpoint is kept."""

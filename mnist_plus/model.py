@@ -1,0 +1,108 @@
+"""The two-input, two-head network: image -> digit logits; (digit logits, number) -> sum.
+
+Shape of the write-up's model: conv/pool blocks bring the image to 1x1x10 (the
+digit head), those 10 are concatenated with the 10-wide one-hot number into 20,
+and fully connected layers map the 20 to 19 sum classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from mnist_plus.sampler import NUM_NUMBERS, NUM_SUMS
+
+ADDER_INPUTS = ("logits", "probs", "features")
+
+
+class ConvBlock(nn.Module):
+    """Conv -> BatchNorm -> ReLU: BatchNorm makes a small net train fast and far."""
+
+    features: int
+    kernel: int = 3
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        x = nn.Conv(self.features, (self.kernel, self.kernel), padding="VALID",
+                    use_bias=False)(x)
+        x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+        return nn.relu(x)
+
+
+class DigitNet(nn.Module):
+    """28x28x1 -> 1x1x10 digit logits, plus the pooled features before the last conv."""
+
+    width: int = 16
+
+    @nn.compact
+    def __call__(self, image: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
+        w = self.width
+        x = ConvBlock(w)(image, train)               # 26x26
+        x = ConvBlock(2 * w)(x, train)               # 24x24
+        x = nn.max_pool(x, (2, 2), strides=(2, 2))   # 12x12
+        x = ConvBlock(w, kernel=1)(x, train)         # 12x12, fewer channels
+        x = ConvBlock(2 * w)(x, train)               # 10x10
+        x = ConvBlock(2 * w)(x, train)               # 8x8
+        x = ConvBlock(2 * w)(x, train)               # 6x6
+        features = jnp.mean(x, axis=(1, 2))          # [B, 2w], for the adder experiment
+        x = nn.Conv(NUM_NUMBERS, (1, 1))(x)          # 6x6x10
+        x = nn.avg_pool(x, x.shape[1:3])             # 1x1x10
+        return x.reshape(x.shape[0], NUM_NUMBERS), features
+
+
+class Adder(nn.Module):
+    """Fully connected layers from [digit representation, one-hot number] to 19 sums."""
+
+    hidden: int = 64
+
+    @nn.compact
+    def __call__(self, digit: jax.Array, number: jax.Array) -> jax.Array:
+        x = jnp.concatenate([digit, number], axis=-1)
+        x = nn.relu(nn.Dense(self.hidden)(x))
+        x = nn.relu(nn.Dense(self.hidden)(x))
+        return nn.Dense(NUM_SUMS)(x)
+
+
+class MnistPlusNet(nn.Module):
+    """Returns (digit_logits [B,10], sum_logits [B,19])."""
+
+    width: int = 16
+    adder_hidden: int = 64
+    adder_input: str = "logits"  # what the adder sees of the image: see ADDER_INPUTS
+
+    def setup(self):
+        if self.adder_input not in ADDER_INPUTS:
+            raise ValueError(f"adder_input must be one of {ADDER_INPUTS}, not {self.adder_input!r}")
+        self.digit_net = DigitNet(self.width)
+        self.adder = Adder(self.adder_hidden)
+
+    def _adder_view(self, logits: jax.Array, features: jax.Array) -> jax.Array:
+        if self.adder_input == "probs":
+            return jax.nn.softmax(logits)
+        if self.adder_input == "features":
+            return features
+        return logits
+
+    def __call__(self, image: jax.Array, number: jax.Array,
+                 train: bool = False) -> tuple[jax.Array, jax.Array]:
+        logits, features = self.digit_net(image, train)
+        return logits, self.adder(self._adder_view(logits, features), number)
+
+    def exhaustive_sum_logits(self, image: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Digit logits [B,10] and sum logits [B,10,19] for every number 0..9.
+
+        The conv net runs once per image; only the small adder runs ten times.
+        """
+        logits, features = self.digit_net(image, False)
+        view = self._adder_view(logits, features)
+        b = image.shape[0]
+        numbers = jnp.broadcast_to(jnp.eye(NUM_NUMBERS, dtype=view.dtype), (b, NUM_NUMBERS, NUM_NUMBERS))
+        views = jnp.broadcast_to(view[:, None, :], (b, NUM_NUMBERS, view.shape[-1]))
+        return logits, self.adder(views, numbers)
+
+
+def param_count(params: Any) -> int:
+    return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))

@@ -1,0 +1,96 @@
+"""The write-up's MnistPlusNum as pure NumPy: images, random numbers, sum labels.
+
+Every random choice comes from a `np.random.Generator` derived from
+(seed, stream, epoch), so an epoch's stream is a function of those numbers
+alone: a resumed run, a scanned loop and a vmapped seed all see the same data.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator, NamedTuple
+
+import numpy as np
+
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
+NUM_NUMBERS = 10
+NUM_SUMS = 19
+_TRAIN_STREAM = 0
+_TEST_STREAM = 1
+
+
+class Batch(NamedTuple):
+    """One batch; a pytree, so it passes straight into jitted functions."""
+
+    image: np.ndarray   # float32 [B, 28, 28, 1], normalised
+    digit: np.ndarray   # int32 [B], the image's label
+    number: np.ndarray  # float32 [B, 10], one-hot of the random number
+    sum: np.ndarray     # int32 [B], digit + number in 0..18
+    mask: np.ndarray    # float32 [B], 1 for real examples, 0 for padding
+
+
+def normalise(images: np.ndarray) -> np.ndarray:
+    """uint8 [N,28,28,1] -> float32 with MNIST's mean and std (as the write-up)."""
+    return ((images.astype(np.float32) / np.float32(255.0) - np.float32(MNIST_MEAN))
+            / np.float32(MNIST_STD))
+
+
+def one_hot(numbers: np.ndarray) -> np.ndarray:
+    return np.eye(NUM_NUMBERS, dtype=np.float32)[numbers]
+
+
+def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
+    """The generator of one training epoch; independent of every other epoch."""
+    return np.random.default_rng(np.random.SeedSequence([seed, _TRAIN_STREAM, epoch]))
+
+
+def epoch_plan(seed: int, epoch: int, num_examples: int) -> tuple[np.ndarray, np.ndarray]:
+    """(permutation, numbers) of an epoch: example order and each position's number."""
+    rng = epoch_rng(seed, epoch)
+    permutation = rng.permutation(num_examples)
+    numbers = rng.integers(0, NUM_NUMBERS, size=num_examples)
+    return permutation.astype(np.int32), numbers.astype(np.int32)
+
+
+def steps_per_epoch(num_examples: int, batch_size: int) -> int:
+    """Full batches per epoch; the remainder is dropped (a new one each epoch)."""
+    return num_examples // batch_size
+
+
+def make_batch(images: np.ndarray, labels: np.ndarray, numbers: np.ndarray,
+               mask: np.ndarray | None = None) -> Batch:
+    """A batch from already-selected normalised images, labels and numbers."""
+    labels = labels.astype(np.int32)
+    numbers = numbers.astype(np.int32)
+    if mask is None:
+        mask = np.ones(len(labels), np.float32)
+    return Batch(image=images, digit=labels, number=one_hot(numbers),
+                 sum=labels + numbers, mask=mask)
+
+
+def train_batches(images: np.ndarray, labels: np.ndarray, seed: int, epoch: int,
+                  batch_size: int, start_step: int = 0) -> Iterator[Batch]:
+    """The batches of one epoch from `start_step` on (resuming mid-epoch is exact)."""
+    permutation, numbers = epoch_plan(seed, epoch, len(labels))
+    for step in range(start_step, steps_per_epoch(len(labels), batch_size)):
+        sl = slice(step * batch_size, (step + 1) * batch_size)
+        idx = permutation[sl]
+        yield make_batch(images[idx], labels[idx], numbers[sl])
+
+
+def test_numbers(seed: int, num_examples: int) -> np.ndarray:
+    """Fixed numbers for the test set, from the seed, so evaluations are comparable."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, _TEST_STREAM]))
+    return rng.integers(0, NUM_NUMBERS, size=num_examples).astype(np.int32)
+
+
+def eval_batches(images: np.ndarray, labels: np.ndarray, numbers: np.ndarray,
+                 batch_size: int) -> Iterator[Batch]:
+    """All examples in order, the last batch padded (mask 0) to keep one shape."""
+    n = len(labels)
+    for start in range(0, n, batch_size):
+        stop = min(start + batch_size, n)
+        pad = batch_size - (stop - start)
+        take = np.concatenate([np.arange(start, stop), np.zeros(pad, np.int64)])
+        mask = np.concatenate([np.ones(stop - start, np.float32), np.zeros(pad, np.float32)])
+        yield make_batch(images[take], labels[take], numbers[take], mask)
