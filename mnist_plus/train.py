@@ -157,13 +157,19 @@ def train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool =
         while epoch < config.epochs:
             t_epoch = time.time()
             bar = _progress_bar(config.progress, steps_per_epoch, start, epoch)
+
+            def progress(n: int) -> None:
+                nonlocal first_step_seconds
+                if first_step_seconds is None:
+                    first_step_seconds = time.time() - _PROCESS_START
+                if bar:
+                    bar.update(n)
+
             for seg_start, seg_stop in _segments(epoch, start, steps_per_epoch,
                                                  config.checkpoint_every_steps):
                 state, train_sums = loop.run(state, train_sums, epoch, seg_start, seg_stop,
-                                             progress=bar.update if bar else lambda n: None)
+                                             progress=progress)
                 _check_finite(train_sums, epoch, last_good)
-                if first_step_seconds is None:
-                    first_step_seconds = time.time() - _PROCESS_START
                 if seg_stop < steps_per_epoch:
                     checkpointer.save(state, train_sums, epoch=epoch, step_in_epoch=seg_stop,
                                       config=config)

@@ -1,0 +1,87 @@
+import numpy as np
+
+from mnist_plus import sampler
+
+
+def _data(n=100):
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(n, 28, 28, 1)).astype(np.float32)
+    labels = rng.integers(0, 10, n)
+    return images, labels
+
+
+def test_same_seed_and_epoch_give_the_same_stream():
+    a = sampler.epoch_plan(3, 5, 1000)
+    b = sampler.epoch_plan(3, 5, 1000)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_numbers_and_order_change_every_epoch_and_with_the_seed():
+    p0, n0 = sampler.epoch_plan(0, 0, 1000)
+    p1, n1 = sampler.epoch_plan(0, 1, 1000)
+    q0, m0 = sampler.epoch_plan(1, 0, 1000)
+    assert not np.array_equal(n0, n1) and not np.array_equal(p0, p1)
+    assert not np.array_equal(n0, m0) and not np.array_equal(p0, q0)
+    assert sorted(p0.tolist()) == list(range(1000))
+    assert n0.min() == 0 and n0.max() == 9
+
+
+def test_stream_ignores_global_numpy_state():
+    np.random.seed(1)
+    a = sampler.epoch_plan(0, 0, 50)
+    np.random.seed(2)
+    np.random.rand(10)
+    b = sampler.epoch_plan(0, 0, 50)
+    np.testing.assert_array_equal(a[1], b[1])
+
+
+def test_labels_are_consistent():
+    images, labels = _data()
+    for batch in sampler.train_batches(images, labels, seed=0, epoch=0, batch_size=32):
+        number = np.argmax(batch.number, axis=1)
+        assert batch.number.shape == (32, 10) and batch.number.sum() == 32
+        np.testing.assert_array_equal(batch.sum, batch.digit + number)
+        assert batch.sum.min() >= 0 and batch.sum.max() <= 18
+        assert batch.image.dtype == np.float32 and batch.image.shape == (32, 28, 28, 1)
+        # Each image is paired with its own label.
+        for img, d in zip(batch.image, batch.digit):
+            assert labels[np.flatnonzero((images == img).all(axis=(1, 2, 3)))[0]] == d
+
+
+def test_epoch_drops_only_the_remainder():
+    images, labels = _data(100)
+    batches = list(sampler.train_batches(images, labels, 0, 0, 32))
+    assert len(batches) == 3 == sampler.steps_per_epoch(100, 32)
+
+
+def test_resuming_mid_epoch_continues_the_same_stream():
+    images, labels = _data()
+    full = list(sampler.train_batches(images, labels, 7, 2, 16))
+    tail = list(sampler.train_batches(images, labels, 7, 2, 16, start_step=4))
+    assert len(tail) == len(full) - 4
+    for a, b in zip(full[4:], tail):
+        for x, y in zip(a, b):
+            np.testing.assert_array_equal(x, y)
+
+
+def test_eval_batches_cover_every_example_once_with_padding_masked():
+    images, labels = _data(70)
+    numbers = sampler.test_numbers(0, 70)
+    batches = list(sampler.eval_batches(images, labels, numbers, 32))
+    assert [b.image.shape[0] for b in batches] == [32, 32, 32]
+    mask = np.concatenate([b.mask for b in batches])
+    assert mask.sum() == 70 and mask[70:].sum() == 0
+    digits = np.concatenate([b.digit for b in batches])[:70]
+    np.testing.assert_array_equal(digits, labels)
+
+
+def test_test_numbers_are_fixed_by_the_seed():
+    np.testing.assert_array_equal(sampler.test_numbers(4, 500), sampler.test_numbers(4, 500))
+    assert not np.array_equal(sampler.test_numbers(4, 500), sampler.test_numbers(5, 500))
+
+
+def test_normalise_uses_mnist_statistics():
+    images = np.array([0, 255], np.uint8).reshape(2, 1, 1, 1)
+    out = sampler.normalise(images).ravel()
+    np.testing.assert_allclose(out, [(0 - 0.1307) / 0.3081, (1 - 0.1307) / 0.3081], rtol=1e-6)

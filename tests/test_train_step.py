@@ -1,0 +1,65 @@
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from mnist_plus import sampler
+from mnist_plus.model import MnistPlusNet
+from mnist_plus.train_step import (NO_STEP, create_state, eval_step, train_step,
+                                   zero_train_metrics)
+from tests.conftest import synthetic_digits
+
+
+def _batch(n=64, seed=0):
+    images, labels = synthetic_digits(n, seed)
+    numbers = np.random.default_rng(seed).integers(0, 10, n)
+    return sampler.make_batch(sampler.normalise(images), labels, numbers)
+
+
+def _state(lr=1e-2):
+    return create_state(MnistPlusNet(width=4), optax.adam(lr), jax.random.key(0))
+
+
+def test_train_steps_lower_both_losses():
+    state, batch = _state(), _batch()
+    step = jax.jit(train_step)
+    history = []
+    for _ in range(30):
+        state, m = step(state, batch, zero_train_metrics())
+        history.append({k: float(m[k] / m["count"]) for k in ("digit_loss", "sum_loss")})
+    assert history[-1]["digit_loss"] < 0.7 * history[0]["digit_loss"]
+    assert history[-1]["sum_loss"] < 0.8 * history[0]["sum_loss"]
+    assert int(state.step) == 30
+
+
+def test_metrics_accumulate_counts_and_losses():
+    state, batch = _state(), _batch(32)
+    state, m = jax.jit(train_step)(state, batch, zero_train_metrics())
+    state, m = jax.jit(train_step)(state, batch, m)
+    assert float(m["count"]) == 64
+    assert 0 <= float(m["digit_correct"]) <= 64
+    assert np.isfinite(float(m["loss"])) and float(m["loss"]) > 0
+    assert int(m["first_nonfinite_step"]) == int(NO_STEP)
+
+
+def test_nonfinite_loss_is_flagged_with_its_step():
+    state, batch = _state(), _batch(16)
+    step = jax.jit(train_step)
+    state, m = step(state, batch, zero_train_metrics())
+    bad = batch._replace(image=np.full_like(batch.image, np.nan))
+    state, m = step(state, bad, m)
+    assert int(m["first_nonfinite_step"]) == 1
+
+
+def test_eval_ignores_padding_and_counts_all_numbers():
+    state = _state()
+    batch = _batch(8)
+    padded = sampler.make_batch(
+        np.concatenate([batch.image, batch.image[:2]]),
+        np.concatenate([batch.digit, batch.digit[:2]]),
+        np.concatenate([np.argmax(batch.number, 1), np.argmax(batch.number, 1)[:2]]),
+        mask=np.array([1] * 8 + [0, 0], np.float32))
+    a, b = eval_step(state, batch), eval_step(state, padded)
+    for k in a:
+        np.testing.assert_allclose(a[k], b[k], rtol=1e-5)
+    assert 0 <= float(a["exhaustive_sum_correct"]) <= 80
