@@ -36,6 +36,7 @@ class Config:
     width: int = _field(8, "base number of conv channels (the model's size)")
     adder_hidden: int = _field(64, "hidden units of each of the adder's two layers")
     adder_input: str = _field("logits", "what the adder sees of the image", choices=ADDER_INPUTS)
+    augment_shift: int = _field(0, "randomly translate training images by up to this many pixels")
     # How the run goes: may change on resume without changing the numbers.
     eval_batch_size: int = _field(1000, "evaluation batch size", resume=True)
     loop: str = _field("auto", "training loop: 'host' (per-step jit fed from NumPy), 'scan' "
@@ -60,6 +61,8 @@ def validate(config: Config, train_size: int | None = None) -> Config:
         value = getattr(config, name)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise bad(name, value, "it must be a positive integer")
+    if not (isinstance(config.augment_shift, int) and 0 <= config.augment_shift <= 8):
+        raise bad("augment_shift", config.augment_shift, "it must be an integer in 0..8")
     if config.checkpoint_every_steps < 0:
         raise bad("checkpoint_every_steps", config.checkpoint_every_steps,
                   "it must be 0 (off) or a positive number of steps")

@@ -73,15 +73,17 @@ def prefetch(batches: Iterator, size: int = 2) -> Iterator:
 class HostLoop:
     name = "host"
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, seed: int, batch_size: int):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, seed: int, batch_size: int,
+                 max_shift: int = 0):
         self.images, self.labels = images, labels
-        self.seed, self.batch_size = seed, batch_size
+        self.seed, self.batch_size, self.max_shift = seed, batch_size, max_shift
         self._step = jax.jit(train_step, donate_argnums=(0, 2))
 
     def run(self, state: TrainState, metrics: Metrics, epoch: int, start: int, stop: int,
             progress: Progress = lambda n: None) -> tuple[TrainState, Metrics]:
         batches = sampler.train_batches(self.images, self.labels, self.seed, epoch,
-                                        self.batch_size, start_step=start)
+                                        self.batch_size, start_step=start,
+                                        max_shift=self.max_shift)
         for _, batch in zip(range(stop - start), prefetch(batches)):
             state, metrics = self._step(state, batch, metrics)
             progress(1)
@@ -89,8 +91,8 @@ class HostLoop:
 
 
 def _scan_steps(state: TrainState, metrics: Metrics, images: jax.Array, labels: jax.Array,
-                permutation: jax.Array, numbers: jax.Array, start: jax.Array,
-                num_steps: int, batch_size: int) -> tuple[TrainState, Metrics]:
+                permutation: jax.Array, numbers: jax.Array, shifts: jax.Array, start: jax.Array,
+                num_steps: int, batch_size: int, max_shift: int) -> tuple[TrainState, Metrics]:
     eye = jnp.eye(sampler.NUM_NUMBERS, dtype=jnp.float32)
 
     def body(carry, step):
@@ -99,7 +101,11 @@ def _scan_steps(state: TrainState, metrics: Metrics, images: jax.Array, labels: 
         idx = jax.lax.dynamic_slice_in_dim(permutation, offset, batch_size)
         num = jax.lax.dynamic_slice_in_dim(numbers, offset, batch_size)
         digit = labels[idx]
-        batch = sampler.Batch(image=images[idx], digit=digit, number=eye[num],
+        image = images[idx]
+        if max_shift:
+            shift = jax.lax.dynamic_slice_in_dim(shifts, offset, batch_size)
+            image = sampler.translate(image, shift, xp=jnp)
+        batch = sampler.Batch(image=image, digit=digit, number=eye[num],
                               sum=digit + num, mask=jnp.ones(batch_size, jnp.float32))
         return train_step(state, batch, metrics), None
 
@@ -111,12 +117,14 @@ class ScanLoop:
     name = "scan"
     chunk = 100  # steps per dispatch: progress updates between chunks, two shapes compiled
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, seed: int, batch_size: int):
+    def __init__(self, images: np.ndarray, labels: np.ndarray, seed: int, batch_size: int,
+                 max_shift: int = 0):
         self.num_examples = len(labels)
         self.images = jax.device_put(images)
         self.labels = jax.device_put(labels.astype(np.int32))
-        self.seed, self.batch_size = seed, batch_size
-        self._steps = jax.jit(_scan_steps, static_argnames=("num_steps", "batch_size"),
+        self.seed, self.batch_size, self.max_shift = seed, batch_size, max_shift
+        self._steps = jax.jit(_scan_steps,
+                              static_argnames=("num_steps", "batch_size", "max_shift"),
                               donate_argnums=(0, 1))
         self._plan_epoch = None
         self._plan = None
@@ -124,25 +132,28 @@ class ScanLoop:
     def _epoch_plan(self, epoch: int):
         if self._plan_epoch != epoch:
             permutation, numbers = sampler.epoch_plan(self.seed, epoch, self.num_examples)
-            self._plan = (jax.device_put(permutation), jax.device_put(numbers))
+            shifts = sampler.epoch_shifts(self.seed, epoch, self.num_examples, self.max_shift)
+            self._plan = tuple(jax.device_put(x) for x in (permutation, numbers, shifts))
             self._plan_epoch = epoch
         return self._plan
 
     def run(self, state: TrainState, metrics: Metrics, epoch: int, start: int, stop: int,
             progress: Progress = lambda n: None) -> tuple[TrainState, Metrics]:
-        permutation, numbers = self._epoch_plan(epoch)
+        permutation, numbers, shifts = self._epoch_plan(epoch)
         step = start
         while step < stop:
             n = min(self.chunk, stop - step)
             state, metrics = self._steps(state, metrics, self.images, self.labels, permutation,
-                                         numbers, jnp.asarray(step, jnp.int32), num_steps=n,
-                                         batch_size=self.batch_size)
+                                         numbers, shifts, jnp.asarray(step, jnp.int32),
+                                         num_steps=n, batch_size=self.batch_size,
+                                         max_shift=self.max_shift)
             step += n
             progress(n)
         return state, metrics
 
 
-def make_loop(name: str, images: np.ndarray, labels: np.ndarray, seed: int, batch_size: int):
+def make_loop(name: str, images: np.ndarray, labels: np.ndarray, seed: int, batch_size: int,
+              max_shift: int = 0):
     """The loop called `name` ('host', 'scan' or 'auto') over normalised train images."""
     loops = {"host": HostLoop, "scan": ScanLoop}
-    return loops[choose_loop(name)](images, labels, seed, batch_size)
+    return loops[choose_loop(name)](images, labels, seed, batch_size, max_shift)

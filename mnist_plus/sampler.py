@@ -17,6 +17,7 @@ NUM_NUMBERS = 10
 NUM_SUMS = 19
 _TRAIN_STREAM = 0
 _TEST_STREAM = 1
+_SHIFT_STREAM = 2
 
 
 class Batch(NamedTuple):
@@ -52,6 +53,36 @@ def epoch_plan(seed: int, epoch: int, num_examples: int) -> tuple[np.ndarray, np
     return permutation.astype(np.int32), numbers.astype(np.int32)
 
 
+def epoch_shifts(seed: int, epoch: int, num_examples: int, max_shift: int) -> np.ndarray:
+    """Per-position (dy, dx) translations in [-max_shift, max_shift] for an epoch.
+
+    A stream of its own, so turning augmentation on leaves order and numbers unchanged.
+    """
+    if max_shift == 0:
+        return np.zeros((num_examples, 2), np.int32)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, _SHIFT_STREAM, epoch]))
+    return rng.integers(-max_shift, max_shift + 1, size=(num_examples, 2)).astype(np.int32)
+
+
+def translate(images, shifts, xp=np):
+    """Shift each image by its (dy, dx), filling with the normalised background.
+
+    Written for NumPy and jax.numpy alike (`xp`), so the host-fed and the
+    device-resident loops produce bit-identical batches.
+    """
+    side = images.shape[1]
+    fill = normalise(np.zeros((1, 1, 1, 1), np.uint8)).reshape(())
+    grid = xp.arange(side)[None, :]
+    rows = grid - shifts[:, 0:1]
+    cols = grid - shifts[:, 1:2]
+    inside = (((rows >= 0) & (rows < side))[:, :, None]
+              & ((cols >= 0) & (cols < side))[:, None, :])
+    batch = xp.arange(images.shape[0])[:, None, None]
+    moved = images[batch, xp.clip(rows, 0, side - 1)[:, :, None],
+                   xp.clip(cols, 0, side - 1)[:, None, :]]
+    return xp.where(inside[..., None], moved, fill)
+
+
 def steps_per_epoch(num_examples: int, batch_size: int) -> int:
     """Full batches per epoch; the remainder is dropped (a new one each epoch)."""
     return num_examples // batch_size
@@ -69,13 +100,20 @@ def make_batch(images: np.ndarray, labels: np.ndarray, numbers: np.ndarray,
 
 
 def train_batches(images: np.ndarray, labels: np.ndarray, seed: int, epoch: int,
-                  batch_size: int, start_step: int = 0) -> Iterator[Batch]:
-    """The batches of one epoch from `start_step` on (resuming mid-epoch is exact)."""
+                  batch_size: int, start_step: int = 0, max_shift: int = 0) -> Iterator[Batch]:
+    """The batches of one epoch from `start_step` on (resuming mid-epoch is exact).
+
+    With `max_shift` > 0 each image is randomly translated by up to that many pixels.
+    """
     permutation, numbers = epoch_plan(seed, epoch, len(labels))
+    shifts = epoch_shifts(seed, epoch, len(labels), max_shift)
     for step in range(start_step, steps_per_epoch(len(labels), batch_size)):
         sl = slice(step * batch_size, (step + 1) * batch_size)
         idx = permutation[sl]
-        yield make_batch(images[idx], labels[idx], numbers[sl])
+        batch_images = images[idx]
+        if max_shift:
+            batch_images = translate(batch_images, shifts[sl])
+        yield make_batch(batch_images, labels[idx], numbers[sl])
 
 
 def test_numbers(seed: int, num_examples: int) -> np.ndarray:

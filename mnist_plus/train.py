@@ -150,7 +150,8 @@ def train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool =
             return _finish(workdir, metrics_log, timing_log, load_seconds, None, log)
 
         loop = loops.make_loop(config.loop, sampler.normalise(mnist.train_images),
-                               mnist.train_labels, config.seed, config.batch_size)
+                               mnist.train_labels, config.seed, config.batch_size,
+                               config.augment_shift)
         evaluate = make_evaluator(config, mnist)
         first_step_seconds = None
         last_good = checkpointer.latest_step()

@@ -27,12 +27,13 @@ def test_prefetch_yields_everything_in_order_and_reraises():
 
 def test_host_and_scan_loops_compute_the_same_training(prepared_tiny):
     mnist = data.load_mnist(prepared_tiny[0])
-    config = config_lib.Config(epochs=2, batch_size=32, width=4)
+    config = config_lib.Config(epochs=2, batch_size=32, width=4, augment_shift=2)
     images = sampler.normalise(mnist.train_images)
     steps = sampler.steps_per_epoch(len(mnist.train_labels), config.batch_size)
     results = {}
     for name in ("host", "scan"):
-        loop = loops.make_loop(name, images, mnist.train_labels, config.seed, config.batch_size)
+        loop = loops.make_loop(name, images, mnist.train_labels, config.seed, config.batch_size,
+                               config.augment_shift)
         state, sums = initial_state(config, steps), zero_train_metrics()
         for epoch in range(2):
             # Uneven pieces, as checkpoints every N steps would cut them.

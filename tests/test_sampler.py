@@ -85,3 +85,34 @@ def test_normalise_uses_mnist_statistics():
     images = np.array([0, 255], np.uint8).reshape(2, 1, 1, 1)
     out = sampler.normalise(images).ravel()
     np.testing.assert_allclose(out, [(0 - 0.1307) / 0.3081, (1 - 0.1307) / 0.3081], rtol=1e-6)
+
+
+def test_translate_moves_pixels_and_fills_with_background():
+    image = np.zeros((1, 28, 28, 1), np.uint8)
+    image[0, 10, 12] = 255
+    norm = sampler.normalise(image)
+    moved = sampler.translate(norm, np.array([[2, -3]], np.int32))
+    assert moved[0, 12, 9, 0] == norm[0, 10, 12, 0]
+    assert np.count_nonzero(moved != norm[0, 0, 0, 0]) == 1
+    np.testing.assert_array_equal(sampler.translate(norm, np.zeros((1, 2), np.int32)), norm)
+
+
+def test_translate_is_bit_identical_in_numpy_and_jax():
+    import jax.numpy as jnp
+
+    images, _ = _data(16)
+    shifts = sampler.epoch_shifts(0, 0, 16, 3)
+    assert np.abs(shifts).max() <= 3 and np.abs(shifts).max() > 0
+    np.testing.assert_array_equal(
+        sampler.translate(images, shifts),
+        np.asarray(sampler.translate(jnp.asarray(images), jnp.asarray(shifts), xp=jnp)))
+
+
+def test_augmentation_keeps_order_and_numbers():
+    images, labels = _data()
+    plain = list(sampler.train_batches(images, labels, 0, 1, 32))
+    shifted = list(sampler.train_batches(images, labels, 0, 1, 32, max_shift=2))
+    for a, b in zip(plain, shifted):
+        np.testing.assert_array_equal(a.digit, b.digit)
+        np.testing.assert_array_equal(a.number, b.number)
+        assert not np.array_equal(a.image, b.image)
