@@ -15,6 +15,7 @@ from typing import Any
 
 from mnist_plus.errors import UsageError
 from mnist_plus.model import ADDER_INPUTS
+from mnist_plus.sampler import HOLDOUTS
 
 LOOPS = ("auto", "host", "scan")
 
@@ -37,6 +38,9 @@ class Config:
     adder_hidden: int = _field(64, "hidden units of each of the adder's two layers")
     adder_input: str = _field("logits", "what the adder sees of the image", choices=ADDER_INPUTS)
     augment_shift: int = _field(0, "randomly translate training images by up to this many pixels")
+    holdout: str = _field("none", "(digit, number) pairs never shown in training, to test "
+                          "whether the adder generalises: 'sum9' (all pairs adding to 9) or "
+                          "'random20' (20 pairs drawn from the seed)", choices=HOLDOUTS)
     # How the run goes: may change on resume without changing the numbers.
     eval_batch_size: int = _field(1000, "evaluation batch size", resume=True)
     loop: str = _field("auto", "training loop: 'host' (per-step jit fed from NumPy), 'scan' "

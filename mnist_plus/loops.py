@@ -74,16 +74,17 @@ class HostLoop:
     name = "host"
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, seed: int, batch_size: int,
-                 max_shift: int = 0):
+                 max_shift: int = 0, held_out: np.ndarray | None = None):
         self.images, self.labels = images, labels
         self.seed, self.batch_size, self.max_shift = seed, batch_size, max_shift
+        self.held_out = held_out
         self._step = jax.jit(train_step, donate_argnums=(0, 2))
 
     def run(self, state: TrainState, metrics: Metrics, epoch: int, start: int, stop: int,
             progress: Progress = lambda n: None) -> tuple[TrainState, Metrics]:
         batches = sampler.train_batches(self.images, self.labels, self.seed, epoch,
                                         self.batch_size, start_step=start,
-                                        max_shift=self.max_shift)
+                                        max_shift=self.max_shift, held_out=self.held_out)
         for _, batch in zip(range(stop - start), prefetch(batches)):
             state, metrics = self._step(state, batch, metrics)
             progress(1)
@@ -118,8 +119,9 @@ class ScanLoop:
     chunk = 100  # steps per dispatch: progress updates between chunks, two shapes compiled
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, seed: int, batch_size: int,
-                 max_shift: int = 0):
+                 max_shift: int = 0, held_out: np.ndarray | None = None):
         self.num_examples = len(labels)
+        self.host_labels, self.held_out = labels, held_out
         self.images = jax.device_put(images)
         self.labels = jax.device_put(labels.astype(np.int32))
         self.seed, self.batch_size, self.max_shift = seed, batch_size, max_shift
@@ -131,7 +133,8 @@ class ScanLoop:
 
     def _epoch_plan(self, epoch: int):
         if self._plan_epoch != epoch:
-            permutation, numbers = sampler.epoch_plan(self.seed, epoch, self.num_examples)
+            permutation, numbers = sampler.epoch_plan(self.seed, epoch, self.num_examples,
+                                                      self.host_labels, self.held_out)
             shifts = sampler.epoch_shifts(self.seed, epoch, self.num_examples, self.max_shift)
             self._plan = tuple(jax.device_put(x) for x in (permutation, numbers, shifts))
             self._plan_epoch = epoch
@@ -153,7 +156,7 @@ class ScanLoop:
 
 
 def make_loop(name: str, images: np.ndarray, labels: np.ndarray, seed: int, batch_size: int,
-              max_shift: int = 0):
+              max_shift: int = 0, held_out: np.ndarray | None = None):
     """The loop called `name` ('host', 'scan' or 'auto') over normalised train images."""
     loops = {"host": HostLoop, "scan": ScanLoop}
-    return loops[choose_loop(name)](images, labels, seed, batch_size, max_shift)
+    return loops[choose_loop(name)](images, labels, seed, batch_size, max_shift, held_out)

@@ -18,6 +18,8 @@ NUM_SUMS = 19
 _TRAIN_STREAM = 0
 _TEST_STREAM = 1
 _SHIFT_STREAM = 2
+_HOLDOUT_STREAM = 3
+HOLDOUTS = ("none", "sum9", "random20")
 
 
 class Batch(NamedTuple):
@@ -45,11 +47,45 @@ def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, _TRAIN_STREAM, epoch]))
 
 
-def epoch_plan(seed: int, epoch: int, num_examples: int) -> tuple[np.ndarray, np.ndarray]:
-    """(permutation, numbers) of an epoch: example order and each position's number."""
+def held_out_pairs(kind: str, seed: int) -> np.ndarray:
+    """bool [10 digits, 10 numbers]: the (digit, number) pairs training never shows.
+
+    'sum9': every pair that adds up to 9; 'random20': 20 pairs drawn from the seed,
+    every digit keeping at least one number; 'none': nothing held out.
+    """
+    held = np.zeros((NUM_NUMBERS, NUM_NUMBERS), bool)
+    if kind == "sum9":
+        held[np.arange(10), 9 - np.arange(10)] = True
+    elif kind == "random20":
+        rng = np.random.default_rng(np.random.SeedSequence([seed, _HOLDOUT_STREAM]))
+        while True:
+            held[:] = False
+            held.flat[rng.choice(100, size=20, replace=False)] = True
+            if not held.all(axis=1).any():
+                break
+    elif kind != "none":
+        raise ValueError(f"holdout must be one of {HOLDOUTS}, not {kind!r}")
+    return held
+
+
+def epoch_plan(seed: int, epoch: int, num_examples: int, labels: np.ndarray | None = None,
+               held_out: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(permutation, numbers) of an epoch: example order and each position's number.
+
+    With `held_out` (see `held_out_pairs`) and the dataset's `labels`, a position whose
+    (digit, number) pair is held out gets a number redrawn among its digit's allowed ones.
+    """
     rng = epoch_rng(seed, epoch)
     permutation = rng.permutation(num_examples)
     numbers = rng.integers(0, NUM_NUMBERS, size=num_examples)
+    if held_out is not None and held_out.any():
+        digits = np.asarray(labels)[permutation]
+        redraw = held_out[digits, numbers]
+        allowed = ~held_out[digits[redraw]]                       # [R, 10]
+        redraw_rng = np.random.default_rng(np.random.SeedSequence([seed, _HOLDOUT_STREAM, epoch]))
+        # Pick uniformly among allowed numbers: the k-th allowed one for a random k.
+        k = (redraw_rng.random(int(redraw.sum())) * allowed.sum(1)).astype(np.int64)
+        numbers[redraw] = np.argmax(np.cumsum(allowed, axis=1) > k[:, None], axis=1)
     return permutation.astype(np.int32), numbers.astype(np.int32)
 
 
@@ -100,12 +136,14 @@ def make_batch(images: np.ndarray, labels: np.ndarray, numbers: np.ndarray,
 
 
 def train_batches(images: np.ndarray, labels: np.ndarray, seed: int, epoch: int,
-                  batch_size: int, start_step: int = 0, max_shift: int = 0) -> Iterator[Batch]:
+                  batch_size: int, start_step: int = 0, max_shift: int = 0,
+                  held_out: np.ndarray | None = None) -> Iterator[Batch]:
     """The batches of one epoch from `start_step` on (resuming mid-epoch is exact).
 
-    With `max_shift` > 0 each image is randomly translated by up to that many pixels.
+    With `max_shift` > 0 each image is randomly translated by up to that many pixels;
+    `held_out` pairs (see `held_out_pairs`) never appear.
     """
-    permutation, numbers = epoch_plan(seed, epoch, len(labels))
+    permutation, numbers = epoch_plan(seed, epoch, len(labels), labels, held_out)
     shifts = epoch_shifts(seed, epoch, len(labels), max_shift)
     for step in range(start_step, steps_per_epoch(len(labels), batch_size)):
         sl = slice(step * batch_size, (step + 1) * batch_size)

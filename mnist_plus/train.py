@@ -151,7 +151,8 @@ def train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool =
 
         loop = loops.make_loop(config.loop, sampler.normalise(mnist.train_images),
                                mnist.train_labels, config.seed, config.batch_size,
-                               config.augment_shift)
+                               config.augment_shift,
+                               sampler.held_out_pairs(config.holdout, config.seed))
         evaluate = make_evaluator(config, mnist)
         first_step_seconds = None
         last_good = checkpointer.latest_step()

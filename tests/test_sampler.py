@@ -116,3 +116,23 @@ def test_augmentation_keeps_order_and_numbers():
         np.testing.assert_array_equal(a.digit, b.digit)
         np.testing.assert_array_equal(a.number, b.number)
         assert not np.array_equal(a.image, b.image)
+
+
+def test_held_out_pairs_never_appear_in_training():
+    images, labels = _data(2000)
+    for kind, count in (("sum9", 10), ("random20", 20)):
+        held = sampler.held_out_pairs(kind, seed=3)
+        assert held.sum() == count and not held.all(axis=1).any()
+        seen = np.zeros((10, 10), int)
+        for batch in sampler.train_batches(images, labels, 3, 0, 100, held_out=held):
+            np.add.at(seen, (batch.digit, np.argmax(batch.number, 1)), 1)
+        assert seen[held].sum() == 0
+        assert (seen[~held] > 0).all()  # every other pair still shows up
+        np.testing.assert_array_equal(sampler.held_out_pairs(kind, 3), held)
+
+
+def test_holdout_none_leaves_the_stream_unchanged():
+    labels = np.arange(500) % 10
+    a = sampler.epoch_plan(0, 0, 500)
+    b = sampler.epoch_plan(0, 0, 500, labels, sampler.held_out_pairs("none", 0))
+    np.testing.assert_array_equal(a[1], b[1])

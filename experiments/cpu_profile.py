@@ -1,0 +1,166 @@
+"""Where a training step's time goes on this backend, and what XLA CPU settings change.
+
+    python experiments/cpu_profile.py [--width W] [--batch-size B]
+
+Prints (1) the step split into forward, backward and optimizer update, (2) each
+conv layer's forward and forward+backward time, both as XLA's convolution and as
+an im2col matmul, (3) the host cost of building a batch, and (4) the step time
+under alternative XLA CPU flags (each in a fresh subprocess, since flags are read
+at start-up). Figures are medians of repeated timings after warm-up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+FLAG_SETS = {
+    "default": "",
+    "no Eigen multithreading": "--xla_cpu_multi_thread_eigen=false",
+    "legacy (non-thunk) runtime": "--xla_cpu_use_thunk_runtime=false",
+}
+
+
+def _median_ms(fn, *args, repeats: int = 5, inner: int = 10) -> float:
+    import jax
+
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(inner):
+            out = fn(*args)
+        jax.block_until_ready(out)
+        times.append((time.perf_counter() - start) / inner * 1e3)
+    return statistics.median(times)
+
+
+def step_ms(width: int, batch_size: int) -> dict[str, float]:
+    """Full train step, and its forward / gradient parts, in ms."""
+    import jax
+    import jax.numpy as jnp
+    import numpy as np
+    import optax
+
+    from mnist_plus import sampler
+    from mnist_plus.model import MnistPlusNet
+    from mnist_plus.train_step import create_state, train_step, zero_train_metrics
+
+    net = MnistPlusNet(width=width)
+    state = create_state(net, optax.adamw(1e-3), jax.random.key(0))
+    rng = np.random.default_rng(0)
+    batch = jax.device_put(sampler.make_batch(
+        rng.normal(size=(batch_size, 28, 28, 1)).astype(np.float32),
+        rng.integers(0, 10, batch_size), rng.integers(0, 10, batch_size)))
+    variables = {"params": state.params, "batch_stats": state.batch_stats}
+
+    def loss(params, batch):
+        (d, s), _ = net.apply({"params": params, "batch_stats": state.batch_stats}, batch.image,
+                              batch.number, train=True, mutable=["batch_stats"])
+        return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(d, batch.digit)
+                        + optax.softmax_cross_entropy_with_integer_labels(s, batch.sum))
+
+    forward = jax.jit(lambda v, b: net.apply(v, b.image, b.number, train=True,
+                                             mutable=["batch_stats"]))
+    grad = jax.jit(jax.grad(loss))
+    step = jax.jit(train_step)
+    metrics = zero_train_metrics()
+    return {"forward": _median_ms(forward, variables, batch),
+            "forward+backward": _median_ms(grad, state.params, batch),
+            "train step": _median_ms(step, state, batch, metrics)}
+
+
+def conv_layers(width: int, batch_size: int) -> list[dict]:
+    """Each conv of DigitNet timed as lax.conv and as im2col + matmul."""
+    import jax
+    import jax.numpy as jnp
+
+    def conv(x, w):
+        return jax.lax.conv_general_dilated(x, w, (1, 1), "VALID",
+                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def im2col(x, w):
+        k = w.shape[0]
+        h = x.shape[1] - k + 1
+        patches = (jnp.concatenate([x[:, i:i + h, j:j + h, :] for i in range(k)
+                                    for j in range(k)], -1) if k > 1 else x)
+        return patches @ w.reshape(-1, w.shape[-1])
+
+    from mnist_plus.model import conv_shapes
+
+    rows = []
+    for side, cin, cout, k in conv_shapes(width):
+        x = jnp.ones((batch_size, side, side, cin))
+        w = jnp.full((k, k, cin, cout), 0.1)
+        row = {"layer": f"{side}x{side}x{cin} -> {cout} ({k}x{k})",
+               "MFLOP": 2 * batch_size * (side - k + 1) ** 2 * k * k * cin * cout / 1e6}
+        for name, f in (("xla conv", conv), ("im2col", im2col)):
+            fwd = jax.jit(f)
+            both = jax.jit(jax.grad(lambda x, w: jnp.sum(f(x, w) ** 2), argnums=(0, 1)))
+            row[f"{name} fwd ms"] = _median_ms(fwd, x, w)
+            row[f"{name} fwd+bwd ms"] = _median_ms(both, x, w)
+        rows.append(row)
+    return rows
+
+
+def batch_build_ms(batch_size: int, max_shift: int) -> float:
+    import numpy as np
+
+    from mnist_plus import sampler
+
+    rng = np.random.default_rng(0)
+    images = sampler.normalise(rng.integers(0, 256, (60000, 28, 28, 1)).astype(np.uint8))
+    labels = rng.integers(0, 10, 60000)
+    batches = sampler.train_batches(images, labels, 0, 0, batch_size, max_shift=max_shift)
+    next(batches)
+    start = time.perf_counter()
+    for _ in range(100):
+        next(batches)
+    return (time.perf_counter() - start) / 100 * 1e3
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--width", type=int, default=None, help="model width (default: Config's)")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--step-only", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    from mnist_plus.config import Config
+
+    width = args.width or Config().width
+    if args.step_only:
+        print(json.dumps(step_ms(width, args.batch_size)))
+        return
+    import jax
+
+    print(f"backend {jax.default_backend()}, {os.cpu_count()} CPUs, width {width}, "
+          f"batch {args.batch_size}")
+    print("\n## train step")
+    for k, v in step_ms(width, args.batch_size).items():
+        print(f"{k:>18}: {v:7.2f} ms")
+    print("\n## conv layers (one batch)")
+    rows = conv_layers(width, args.batch_size)
+    keys = list(rows[0])
+    print(" | ".join(keys))
+    for r in rows:
+        print(" | ".join(f"{r[k]:.2f}" if isinstance(r[k], float) else str(r[k]) for k in keys))
+    print("\n## host: building one batch (sampler)")
+    for shift in (0, Config().augment_shift or 2):
+        print(f"max_shift {shift}: {batch_build_ms(args.batch_size, shift):.3f} ms")
+    print("\n## XLA CPU flags (train step ms, fresh process each)")
+    for name, flags in FLAG_SETS.items():
+        env = {**os.environ, "XLA_FLAGS": flags}
+        out = subprocess.run([sys.executable, __file__, "--width", str(width), "--batch-size",
+                              str(args.batch_size), "--step-only"], env=env, text=True,
+                             capture_output=True)
+        figure = json.loads(out.stdout)["train step"] if out.returncode == 0 else float("nan")
+        print(f"{name:>26}: {figure:7.2f} ms")
+
+
+if __name__ == "__main__":
+    main()
