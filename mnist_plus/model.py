@@ -33,24 +33,32 @@ class ConvBlock(nn.Module):
 
 
 class DigitNet(nn.Module):
-    """28x28x1 -> 1x1x10 digit logits, plus the pooled features before the last conv."""
+    """28x28x1 -> 1x1x10 digit logits, plus pooled features for the adder experiment.
 
-    width: int = 16
+    Pooling right after the first conv keeps every later conv at 13x13 or less:
+    on a CPU, XLA's convolutions dominate the step and cost in proportion to the
+    pixels they visit, so this layout trains about 1.7x faster than pooling after
+    two full-resolution convs, at higher accuracy (measured: README, Performance).
+    """
+
+    width: int = 24
 
     @nn.compact
     def __call__(self, image: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
-        w = self.width
-        x = ConvBlock(w)(image, train)               # 26x26
-        x = ConvBlock(2 * w)(x, train)               # 24x24
-        x = nn.max_pool(x, (2, 2), strides=(2, 2))   # 12x12
-        x = ConvBlock(w, kernel=1)(x, train)         # 12x12, fewer channels
-        x = ConvBlock(2 * w)(x, train)               # 10x10
-        x = ConvBlock(2 * w)(x, train)               # 8x8
-        x = ConvBlock(2 * w)(x, train)               # 6x6
-        features = jnp.mean(x, axis=(1, 2))          # [B, 2w], for the adder experiment
-        x = nn.Conv(NUM_NUMBERS, (1, 1))(x)          # 6x6x10
+        x = ConvBlock(self.width)(image, train)      # 26x26
+        x = nn.max_pool(x, (2, 2), strides=(2, 2))   # 13x13
+        for _ in range(4):
+            x = ConvBlock(self.width)(x, train)      # 11, 9, 7, 5
+        features = jnp.mean(x, axis=(1, 2))          # [B, width]
+        x = nn.Conv(NUM_NUMBERS, (1, 1))(x)          # 5x5x10
         x = nn.avg_pool(x, x.shape[1:3])             # 1x1x10
         return x.reshape(x.shape[0], NUM_NUMBERS), features
+
+
+def conv_shapes(width: int) -> list[tuple[int, int, int, int]]:
+    """(input side, in channels, out channels, kernel) of DigitNet's convs, for profiling."""
+    return ([(28, 1, width, 3)] + [(side, width, width, 3) for side in (13, 11, 9, 7)]
+            + [(5, width, NUM_NUMBERS, 1)])
 
 
 class Adder(nn.Module):
@@ -69,7 +77,7 @@ class Adder(nn.Module):
 class MnistPlusNet(nn.Module):
     """Returns (digit_logits [B,10], sum_logits [B,19])."""
 
-    width: int = 16
+    width: int = 24
     adder_hidden: int = 64
     adder_input: str = "logits"  # what the adder sees of the image: see ADDER_INPUTS
 
