@@ -48,6 +48,9 @@ class Config:
     mnist_dir: str = _field("", "folder of the four MNIST IDX files, to prepare offline "
                             "(default: $MNIST_PLUS_MNIST_DIR, else download)", resume=True)
     progress: bool = _field(True, "show a progress bar per epoch", resume=True)
+    log_every_steps: int = _field(100, "also write the train loss of the last N steps to "
+                                  "TensorBoard every N steps of an epoch (0: per epoch only)",
+                                  resume=True)
 
 
 def validate(config: Config, train_size: int | None = None) -> Config:
@@ -60,9 +63,10 @@ def validate(config: Config, train_size: int | None = None) -> Config:
         value = getattr(config, name)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise bad(name, value, "it must be a positive integer")
-    if config.checkpoint_every_steps < 0:
-        raise bad("checkpoint_every_steps", config.checkpoint_every_steps,
-                  "it must be 0 (off) or a positive number of steps")
+    for name in ("checkpoint_every_steps", "log_every_steps"):
+        if getattr(config, name) < 0:
+            raise bad(name, getattr(config, name),
+                      "it must be 0 (off) or a positive number of steps")
     for name in ("learning_rate",):
         value = getattr(config, name)
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
