@@ -51,6 +51,8 @@ class Config:
     log_every_steps: int = _field(100, "also write the train loss of the last N steps to "
                                   "TensorBoard every N steps of an epoch (0: per epoch only)",
                                   resume=True)
+    report: bool = _field(True, "write workdir/report/ (figures and report.md) when training "
+                          "ends", resume=True)
 
 
 def validate(config: Config, train_size: int | None = None) -> Config:

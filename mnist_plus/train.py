@@ -44,7 +44,7 @@ def prepare_workdir(workdir: str, fresh: bool) -> str:
                          f"--workdir") from None
     if fresh:
         old = [n for n in ("checkpoints", "metrics.jsonl", "timing.jsonl", "summary.json",
-                           "tensorboard")
+                           "tensorboard", "report")
                if os.path.exists(os.path.join(workdir, n))]
         if old:
             aside = os.path.join(workdir, "previous-" + time.strftime("%Y%m%d-%H%M%S"))
@@ -150,6 +150,7 @@ def train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool =
         timing_log.truncate_after(epoch)
         if epoch >= config.epochs:
             log(f"training already finished ({config.epochs} epochs); nothing to do")
+            _report(config, workdir, mnist, log)
             return _finish(workdir, metrics_log, timing_log, load_seconds, None, log)
 
         tensorboard = tensorboard_lib.TensorBoard(workdir, config.log_every_steps,
@@ -198,7 +199,18 @@ def train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool =
         checkpointer.close()
         if tensorboard is not None:
             tensorboard.close()
+    _report(config, workdir, mnist, log)
     return _finish(workdir, metrics_log, timing_log, load_seconds, first_step_seconds, log)
+
+
+def _report(config: config_lib.Config, workdir: str, mnist: data.Mnist,
+            log: Callable[[str], None]) -> None:
+    """With `config.report`, write `workdir/report/` unless it is up to date."""
+    if config.report:
+        from mnist_plus import report  # matplotlib is only imported now
+
+        if not report.is_current(workdir):
+            log(f"report: {report.write_report(workdir, mnist, log=log)}")
 
 
 def _finish(workdir: str, metrics_log: metrics_lib.JsonlLog, timing_log: metrics_lib.JsonlLog,
