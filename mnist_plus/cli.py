@@ -26,10 +26,15 @@ def _number(kind):
     return parse
 
 
+def usage_parser(prog: str, description: str) -> argparse.ArgumentParser:
+    """A parser whose errors are one-line UsageErrors (exit status 2)."""
+    return _Parser(prog=prog, description=description,
+                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+
+
 def config_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """A parser with one flag per Config field (`--batch-size` for `batch_size`)."""
-    parser = _Parser(prog=prog, description=description,
-                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = usage_parser(prog, description)
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
         kwargs = {"default": f.default, "help": f.metadata["help"]}

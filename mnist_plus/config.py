@@ -53,6 +53,11 @@ class Config:
     mnist_dir: str = _field("", "folder of the four MNIST IDX files, to prepare offline "
                             "(default: $MNIST_PLUS_MNIST_DIR, else download)", resume=True)
     progress: bool = _field(True, "show a progress bar per epoch", resume=True)
+    log_every_steps: int = _field(100, "also write the train loss of the last N steps to "
+                                  "TensorBoard every N steps of an epoch (0: per epoch only)",
+                                  resume=True)
+    report: bool = _field(True, "write workdir/report/ (figures and report.md) when training "
+                          "ends", resume=True)
 
 
 def validate(config: Config, train_size: int | None = None) -> Config:
@@ -67,9 +72,10 @@ def validate(config: Config, train_size: int | None = None) -> Config:
             raise bad(name, value, "it must be a positive integer")
     if not (isinstance(config.augment_shift, int) and 0 <= config.augment_shift <= 8):
         raise bad("augment_shift", config.augment_shift, "it must be an integer in 0..8")
-    if config.checkpoint_every_steps < 0:
-        raise bad("checkpoint_every_steps", config.checkpoint_every_steps,
-                  "it must be 0 (off) or a positive number of steps")
+    for name in ("checkpoint_every_steps", "log_every_steps"):
+        if getattr(config, name) < 0:
+            raise bad(name, getattr(config, name),
+                      "it must be 0 (off) or a positive number of steps")
     for name in ("learning_rate",):
         value = getattr(config, name)
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):

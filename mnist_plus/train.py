@@ -21,6 +21,7 @@ import numpy as np  # noqa: E402
 from mnist_plus import config as config_lib  # noqa: E402
 from mnist_plus import data, loops, sampler  # noqa: E402
 from mnist_plus import metrics as metrics_lib  # noqa: E402
+from mnist_plus import tensorboard as tensorboard_lib  # noqa: E402
 from mnist_plus.checkpointing import Checkpointer  # noqa: E402
 from mnist_plus.cli import config_from_args, config_parser, run_main  # noqa: E402
 from mnist_plus.errors import DivergedError, UsageError  # noqa: E402
@@ -42,7 +43,8 @@ def prepare_workdir(workdir: str, fresh: bool) -> str:
         raise UsageError(f"cannot write to workdir {workdir} ({e.strerror}): pass a writable "
                          f"--workdir") from None
     if fresh:
-        old = [n for n in ("checkpoints", "metrics.jsonl", "timing.jsonl", "summary.json")
+        old = [n for n in ("checkpoints", "metrics.jsonl", "timing.jsonl", "summary.json",
+                           "tensorboard", "report")
                if os.path.exists(os.path.join(workdir, n))]
         if old:
             aside = os.path.join(workdir, "previous-" + time.strftime("%Y%m%d-%H%M%S"))
@@ -136,6 +138,7 @@ def train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool =
     metrics_log = metrics_lib.JsonlLog(os.path.join(workdir, "metrics.jsonl"))
     timing_log = metrics_lib.JsonlLog(os.path.join(workdir, "timing.jsonl"))
     epoch, start = 0, 0
+    tensorboard = None
     try:
         restored = checkpointer.restore(state, train_sums, config)
         if restored is not None:
@@ -147,12 +150,15 @@ def train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool =
         timing_log.truncate_after(epoch)
         if epoch >= config.epochs:
             log(f"training already finished ({config.epochs} epochs); nothing to do")
+            _report(config, workdir, mnist, log)
             return _finish(workdir, metrics_log, timing_log, load_seconds, None, log)
 
-        loop = loops.make_loop(config.loop, sampler.normalise(mnist.train_images),
-                               mnist.train_labels, config.seed, config.batch_size,
-                               config.augment_shift,
-                               sampler.held_out_pairs(config.holdout, config.seed))
+        tensorboard = tensorboard_lib.TensorBoard(workdir, config.log_every_steps,
+                                                  purge_step=int(state.step))
+        loop = tensorboard.wrap(loops.make_loop(
+            config.loop, sampler.normalise(mnist.train_images), mnist.train_labels, config.seed,
+            config.batch_size, config.augment_shift,
+            sampler.held_out_pairs(config.holdout, config.seed)))
         evaluate = make_evaluator(config, mnist)
         first_step_seconds = None
         last_good = checkpointer.latest_step()
@@ -184,6 +190,7 @@ def train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool =
             row = {k: row[k] for k in metrics_lib.KEYS}
             seconds = time.time() - t_epoch
             metrics_log.append(row)
+            tensorboard.epoch(row)
             timing_log.append({"epoch": epoch + 1, "seconds": seconds})
             log(metrics_lib.format_epoch(row, seconds))
             epoch, start = epoch + 1, 0
@@ -192,7 +199,20 @@ def train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool =
             last_good = int(state.step)
     finally:
         checkpointer.close()
+        if tensorboard is not None:
+            tensorboard.close()
+    _report(config, workdir, mnist, log)
     return _finish(workdir, metrics_log, timing_log, load_seconds, first_step_seconds, log)
+
+
+def _report(config: config_lib.Config, workdir: str, mnist: data.Mnist,
+            log: Callable[[str], None]) -> None:
+    """With `config.report`, write `workdir/report/` unless it is up to date."""
+    if config.report:
+        from mnist_plus import report  # matplotlib is only imported now
+
+        if not report.is_current(workdir):
+            log(f"report: {report.write_report(workdir, mnist, log=log)}")
 
 
 def _finish(workdir: str, metrics_log: metrics_lib.JsonlLog, timing_log: metrics_lib.JsonlLog,

@@ -1,0 +1,102 @@
+"""TensorBoard scalars in `workdir/tensorboard/`, written with tensorboardX (no TensorFlow).
+
+Per epoch: every number of the metrics.jsonl row, as `train/<name>` and
+`test/<name>`. Every N steps of an epoch: the train loss and accuracies of the
+last N steps, as `train_steps/<name>`. The x axis is always the global step, so
+both kinds of curves line up.
+
+The per-N-steps values come from the loop's on-device running sums, read at the
+end of a segment of N steps: one host sync per N steps, none per step. Segments
+are cut at multiples of N *within* an epoch, so with N a multiple of the scanned
+loop's chunk (100) the scanned loop compiles no extra shapes.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Mapping
+
+from mnist_plus import metrics as metrics_lib
+
+FOLDER = "tensorboard"
+_WINDOW_KEYS = ("count", "loss", "digit_loss", "sum_loss", "digit_correct", "sum_correct")
+
+
+def epoch_scalars(row: Mapping[str, Any]) -> dict[str, float]:
+    """{'train/loss': ..., 'test/sum_accuracy': ...} from a metrics.jsonl row."""
+    out = {}
+    for key in metrics_lib.KEYS:
+        split, _, name = key.partition("_")
+        if split in ("train", "test"):
+            out[f"{split}/{name}"] = float(row[key])
+    return out
+
+
+class TensorBoard:
+    """A SummaryWriter for one training session, and a loop wrapper for per-N-steps scalars.
+
+    `purge_step` is the global step training resumes from: TensorBoard then hides
+    what an interrupted earlier session had logged from that step on, so a resumed
+    run shows one curve, not two overlapping ones.
+    """
+
+    def __init__(self, workdir: str, every_steps: int, purge_step: int | None = None):
+        from tensorboardX import SummaryWriter  # imported here: start-up does not pay for it
+
+        self.directory = os.path.join(workdir, FOLDER)
+        self.every_steps = every_steps
+        self._writer = SummaryWriter(self.directory, purge_step=purge_step, flush_secs=30)
+
+    def epoch(self, row: Mapping[str, Any]) -> None:
+        """Log one metrics.jsonl row at its global step."""
+        step = int(row["step"])
+        for tag, value in epoch_scalars(row).items():
+            self._writer.add_scalar(tag, value, step)
+        self._writer.add_scalar("epoch", float(row["epoch"]), step)
+        self._writer.flush()
+
+    def steps(self, window: Mapping[str, float], step: int) -> None:
+        """Log the means of a window of summed train counts (see metrics.summarise)."""
+        for key, value in metrics_lib.summarise("train_steps", window).items():
+            self._writer.add_scalar(key.replace("train_steps_", "train_steps/", 1), value, step)
+
+    def wrap(self, loop):
+        """`loop` with the same `run`, cut into N-step segments that log their window."""
+        return loop if self.every_steps <= 0 else _LoggingLoop(loop, self)
+
+    def close(self) -> None:
+        self._writer.close()
+
+
+def _cuts(start: int, stop: int, every: int) -> list[tuple[int, int]]:
+    """[start, stop) cut at the multiples of `every` (steps counted within the epoch)."""
+    bounds = [start] + [s for s in range(start + 1, stop) if s % every == 0] + [stop]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+class _LoggingLoop:
+    """Runs the wrapped loop piecewise; at each multiple of N steps of the epoch, logs the
+    steps since the previous log (N of them, fewer just after a mid-epoch resume)."""
+
+    def __init__(self, loop, tensorboard: TensorBoard):
+        self._loop = loop
+        self._tb = tensorboard
+        self._epoch: int | None = None
+        self._window_start: dict[str, float] = {}  # host copy of the sums where the window began
+
+    def __getattr__(self, name: str):
+        return getattr(self._loop, name)
+
+    def run(self, state, metrics, epoch: int, start: int, stop: int, progress=lambda n: None):
+        every = self._tb.every_steps
+        if self._epoch != epoch:  # a new epoch, or the first one of a (resumed) session
+            self._epoch, self._window_start = epoch, metrics_lib.to_host(metrics)
+        for a, b in _cuts(start, stop, every):
+            state, metrics = self._loop.run(state, metrics, epoch, a, b, progress=progress)
+            if b % every == 0:
+                # Read now: the next call may donate (invalidate) `metrics`.
+                now = metrics_lib.to_host(metrics)
+                self._tb.steps({k: now[k] - self._window_start[k] for k in _WINDOW_KEYS},
+                               step=int(state.step))
+                self._window_start = now
+        return state, metrics
