@@ -3,8 +3,10 @@
 A `Config` is frozen and JSON-serialisable, so it is stored with every
 checkpoint and compared on resume. `help` metadata feeds `--help`; `resume`
 metadata marks fields that may change between a run and its resumption
-(where data comes from, how fast it runs) as opposed to fields that define
-the numbers a run produces.
+(where data comes from, how it runs) as opposed to fields that define the
+numbers a run produces. Of the former, `loop` and `eval_batch_size` change how
+XLA orders float operations: changing them on resume gives the same run up to
+the last bits, no longer bitwise identical to an uninterrupted one (README).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class Config:
     width: int = _field(8, "base number of conv channels (the model's size)")
     adder_hidden: int = _field(64, "hidden units of each of the adder's two layers")
     adder_input: str = _field("logits", "what the adder sees of the image", choices=ADDER_INPUTS)
-    # How the run goes: may change on resume without changing the numbers.
+    # How the run goes: may change on resume (loop and eval_batch_size: last bits only).
     eval_batch_size: int = _field(1000, "evaluation batch size", resume=True)
     loop: str = _field("auto", "training loop: 'host' (per-step jit fed from NumPy), 'scan' "
                        "(data on device, lax.scan over steps), 'auto' (the faster one measured "
@@ -60,6 +62,9 @@ def validate(config: Config, train_size: int | None = None) -> Config:
         value = getattr(config, name)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise bad(name, value, "it must be a positive integer")
+    if not (isinstance(config.seed, int) and 0 <= config.seed < 2**63):
+        # NumPy's SeedSequence takes no negative seeds, jax.random.key none of 2**63 and up.
+        raise bad("seed", config.seed, "it must be an integer from 0 to 2**63 - 1")
     if config.checkpoint_every_steps < 0:
         raise bad("checkpoint_every_steps", config.checkpoint_every_steps,
                   "it must be 0 (off) or a positive number of steps")
