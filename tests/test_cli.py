@@ -1,24 +1,14 @@
 """The training CLI end to end on tiny generated data (its errors: test_bad_input.py)."""
 
 import json
-import os
-import subprocess
-import sys
 
 from mnist_plus import metrics as metrics_lib
-from tests.conftest import REPO
 
 
-def _train(*flags, env=None):
-    return subprocess.run([sys.executable, "-m", "mnist_plus.train", *flags], cwd=REPO,
-                          capture_output=True, text=True, timeout=300,
-                          env={**os.environ, **(env or {})})
-
-
-def test_train_cli_end_to_end(prepared_tiny, tmp_path):
+def test_train_cli_end_to_end(cli, prepared_tiny, tmp_path):
     tfds_dir, mnist_dir = prepared_tiny
     workdir = tmp_path / "runs"
-    result = _train("--workdir", str(workdir), "--tfds-dir", tfds_dir, "--epochs", "2",
+    result = cli.train("--workdir", str(workdir), "--tfds-dir", tfds_dir, "--epochs", "2",
                     "--batch-size", "32", "--width", "4", "--eval-batch-size", "64")
     assert result.returncode == 0, result.stderr
     out = result.stdout
@@ -33,14 +23,14 @@ def test_train_cli_end_to_end(prepared_tiny, tmp_path):
     assert summary["epochs"] == 2 and summary["final"] == rows[-1]
     assert (workdir / "checkpoints").is_dir()
 
-    again = _train("--workdir", str(workdir), "--tfds-dir", tfds_dir, "--epochs", "2",
+    again = cli.train("--workdir", str(workdir), "--tfds-dir", tfds_dir, "--epochs", "2",
                    "--batch-size", "32", "--width", "4", "--eval-batch-size", "64")
     assert again.returncode == 0 and "already finished" in again.stdout
     assert [json.loads(l) for l in (workdir / "metrics.jsonl").read_text().splitlines()] == rows
 
 
-def test_help_explains_every_flag():
-    result = _train("--help")
+def test_help_explains_every_flag(cli):
+    result = cli.train("--help")
     assert result.returncode == 0
     for flag in ("--epochs", "--batch-size", "--learning-rate", "--seed", "--mnist-dir",
                  "--tfds-dir", "--workdir", "--loop", "--fresh", "--no-progress"):
