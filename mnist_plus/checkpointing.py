@@ -3,7 +3,10 @@
 A checkpoint holds the train state (step, params, batch stats, optimizer state),
 the running train metrics of the current epoch, and JSON metadata: the epoch and
 step within it that training continues from, and the config. Orbax writes into a
-temporary folder and renames it when complete, so a killed save is never restored.
+temporary folder (`<step>.orbax-checkpoint-tmp`) and renames it when complete, so a
+killed save is never restored; leftover temporary folders are deleted on the next start.
+A state with a NaN or infinite value is never saved, so the newest checkpoint is
+always one training can continue from.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from mnist_plus import config as config_lib
-from mnist_plus.errors import UsageError
+from mnist_plus.errors import DivergedError, UsageError
 from mnist_plus.train_step import Metrics, TrainState
 
 
@@ -26,6 +29,16 @@ def _saved_tree(state: TrainState, metrics: Metrics) -> dict[str, Any]:
             "train_metrics": metrics}
 
 
+def nonfinite_leaves(tree: Any) -> list[str]:
+    """Paths of the floating-point leaves of `tree` that hold a NaN or an infinity."""
+    bad = []
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        value = np.asarray(jax.device_get(leaf))
+        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
+            bad.append(jax.tree_util.keystr(path))
+    return bad
+
+
 class Checkpointer:
     """A thin wrapper that fixes the layout and the resume rules of this project."""
 
@@ -33,14 +46,29 @@ class Checkpointer:
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
         self._manager = ocp.CheckpointManager(
             self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                                 cleanup_tmp_directories=True))
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
     def save(self, state: TrainState, metrics: Metrics, *, epoch: int, step_in_epoch: int,
              config: config_lib.Config) -> None:
-        """Save asynchronously; `epoch`/`step_in_epoch` say where training resumes."""
+        """Save asynchronously; `epoch`/`step_in_epoch` say where training resumes.
+
+        Refuses (DivergedError) a state with non-finite values: the loss check only
+        sees losses, and the last step of a segment can turn the parameters to NaN
+        with a finite loss; saving them would replace the last good checkpoint.
+        """
+        bad = nonfinite_leaves(_saved_tree(state, metrics)["state"])
+        if bad:
+            last = self.latest_step()
+            kept = (f"the last good checkpoint (step {last}) is kept" if last is not None
+                    else "no checkpoint had been written yet")
+            raise DivergedError(
+                f"the training state became NaN or infinite by step {int(state.step)} "
+                f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); it was not saved and "
+                f"{kept}; lower --learning-rate and rerun (with --fresh to restart from scratch)")
         meta = {"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": int(state.step),
                 "config": config_lib.to_dict(config)}
         self._manager.save(int(state.step), args=ocp.args.Composite(
@@ -52,9 +80,11 @@ class Checkpointer:
             meta=ocp.args.JsonRestore())).meta
 
     def restore(self, state: TrainState, metrics: Metrics, config: config_lib.Config,
+                step: int | None = None,
                 ) -> tuple[TrainState, Metrics, dict[str, Any]] | None:
-        """The newest complete checkpoint, or None; refuses one of another config."""
-        step = self.latest_step()
+        """Checkpoint `step` (default: the newest complete one), or None if there is none;
+        refuses one written with another config."""
+        step = self.latest_step() if step is None else step
         if step is None:
             return None
         meta = self.read_meta(step)

@@ -17,11 +17,13 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _number(kind):
+    what = {"int": "an integer", "float": "a number"}[kind.__name__]
+
     def parse(text: str):
         try:
             return kind(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"{text!r} is not a {kind.__name__} number") from None
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
     parse.__name__ = kind.__name__
     return parse
 

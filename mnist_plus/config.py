@@ -3,8 +3,10 @@
 A `Config` is frozen and JSON-serialisable, so it is stored with every
 checkpoint and compared on resume. `help` metadata feeds `--help`; `resume`
 metadata marks fields that may change between a run and its resumption
-(where data comes from, how fast it runs) as opposed to fields that define
-the numbers a run produces.
+(where data comes from, how it runs) as opposed to fields that define the
+numbers a run produces. Of the former, `loop` and `eval_batch_size` change how
+XLA orders float operations: changing them on resume gives the same run up to
+the last bits, no longer bitwise identical to an uninterrupted one (README).
 """
 
 from __future__ import annotations
@@ -41,7 +43,7 @@ class Config:
     holdout: str = _field("none", "(digit, number) pairs never shown in training, to test "
                           "whether the adder generalises: 'sum9' (all pairs adding to 9) or "
                           "'random20' (20 pairs drawn from the seed)", choices=HOLDOUTS)
-    # How the run goes: may change on resume without changing the numbers.
+    # How the run goes: may change on resume (loop and eval_batch_size: last bits only).
     eval_batch_size: int = _field(1000, "evaluation batch size", resume=True)
     loop: str = _field("auto", "training loop: 'host' (per-step jit fed from NumPy), 'scan' "
                        "(data on device, lax.scan over steps), 'auto' (the faster one measured "
@@ -70,6 +72,9 @@ def validate(config: Config, train_size: int | None = None) -> Config:
         value = getattr(config, name)
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
             raise bad(name, value, "it must be a positive integer")
+    if not (isinstance(config.seed, int) and 0 <= config.seed < 2**63):
+        # NumPy's SeedSequence takes no negative seeds, jax.random.key none of 2**63 and up.
+        raise bad("seed", config.seed, "it must be an integer from 0 to 2**63 - 1")
     if not (isinstance(config.augment_shift, int) and 0 <= config.augment_shift <= 8):
         raise bad("augment_shift", config.augment_shift, "it must be an integer in 0..8")
     for name in ("checkpoint_every_steps", "log_every_steps"):

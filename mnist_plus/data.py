@@ -18,13 +18,13 @@ import io
 import json
 import os
 import socket
-import tempfile
+import sys
 import urllib.parse
 from typing import Iterator
 
 import numpy as np
 
-from mnist_plus import idx
+from mnist_plus import atomic, idx
 from mnist_plus.errors import DataError
 
 MNIST_DIR_ENV = "MNIST_PLUS_MNIST_DIR"
@@ -146,8 +146,9 @@ def _prepare(data_dir: str, mnist_dir: str | None) -> None:
             f"pass --mnist-dir DIR (or set {MNIST_DIR_ENV}) to a folder with the four MNIST "
             f"IDX files, or run once with network access to download it")
     if mnist_dir is not None and not os.path.isdir(mnist_dir):
+        what = "is not a folder" if os.path.exists(mnist_dir) else "does not exist"
         raise DataError(
-            f"MNIST folder {mnist_dir} does not exist: point --mnist-dir or {MNIST_DIR_ENV} "
+            f"MNIST folder {mnist_dir} {what}: point --mnist-dir or {MNIST_DIR_ENV} "
             f"at a folder with the four MNIST IDX files")
     if mnist_dir is not None:
         for split in ("train", "test"):  # fail fast, before TFDS starts writing
@@ -211,14 +212,7 @@ def _load_cache(path: str) -> Mnist | None:
 
 def _write_atomically(path: str, mnist: Mnist) -> None:
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **dataclasses.asdict(mnist))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    atomic.replace_file(path, lambda f: np.savez(f, **dataclasses.asdict(mnist)))
 
 
 @contextlib.contextmanager
@@ -233,7 +227,12 @@ def _lock(data_dir: str) -> Iterator[None]:
             f"cannot write to the TFDS data dir {data_dir} ({e.strerror}): pass a writable "
             f"--tfds-dir or set {TFDS_DIR_ENV}") from None
     with handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another process that is preparing MNIST in {data_dir}",
+                  file=sys.stderr, flush=True)
+            fcntl.flock(handle, fcntl.LOCK_EX)
         try:
             yield
         finally:

@@ -7,6 +7,7 @@ project checks the bytes the same way, and a broken file is reported as such.
 from __future__ import annotations
 
 import gzip
+import math
 import os
 import zlib
 from typing import Mapping
@@ -69,7 +70,7 @@ def _parse(path: str, magic: int) -> np.ndarray:
             f"file; is it the right file?"
         )
     dims = [int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    expected = int(np.prod(dims)) + header
+    expected = math.prod(dims) + header  # exact: np.prod overflows on a corrupt header
     if len(data) != expected:
         raise DataError(
             f"MNIST file {path} has {len(data)} bytes but its header {dims} needs {expected}; "

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from typing import Any, Mapping
 
 import jax
 import numpy as np
+
+from mnist_plus import atomic
 
 # The keys of every metrics.jsonl line, in order.
 KEYS = ("epoch", "step", "train_loss", "train_digit_loss", "train_sum_loss",
@@ -42,10 +43,7 @@ def summarise(prefix: str, sums: Mapping[str, float]) -> dict[str, float]:
 
 
 def _write_lines_atomically(path: str, lines: list[str]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        f.writelines(lines)
-    os.replace(tmp, path)
+    atomic.replace_file(path, lambda f: f.write("".join(lines).encode()))
 
 
 class JsonlLog:

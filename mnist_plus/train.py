@@ -30,29 +30,42 @@ from mnist_plus.train_step import (NO_STEP, TrainState, create_state, eval_step,
                                    make_optimizer, zero_train_metrics)
 
 
-def prepare_workdir(workdir: str, fresh: bool) -> str:
-    """Create `workdir`; with `fresh`, move an earlier run's files aside (never delete)."""
+def prepare_workdir(workdir: str) -> str:
+    """Create `workdir`; check that it (and its `checkpoints` folder, if any) takes files.
+
+    Done before any data is read, so an unusable workdir fails in seconds and not
+    after an epoch of training when orbax first writes.
+    """
     workdir = os.path.abspath(workdir)
     try:
         os.makedirs(workdir, exist_ok=True)
-        probe = os.path.join(workdir, ".write_test")
-        with open(probe, "w"):
-            pass
-        os.unlink(probe)
+        checkpoints = os.path.join(workdir, "checkpoints")
+        for folder in [workdir] + ([checkpoints] if os.path.lexists(checkpoints) else []):
+            probe = os.path.join(folder, ".write_test")
+            with open(probe, "w"):
+                pass
+            os.unlink(probe)
     except OSError as e:
-        raise UsageError(f"cannot write to workdir {workdir} ({e.strerror}): pass a writable "
-                         f"--workdir") from None
-    if fresh:
-        old = [n for n in ("checkpoints", "metrics.jsonl", "timing.jsonl", "summary.json",
-                           "tensorboard", "report")
-               if os.path.exists(os.path.join(workdir, n))]
-        if old:
-            aside = os.path.join(workdir, "previous-" + time.strftime("%Y%m%d-%H%M%S"))
-            os.makedirs(aside, exist_ok=True)
-            for n in old:
-                shutil.move(os.path.join(workdir, n), os.path.join(aside, n))
-            print(f"--fresh: moved the earlier run's files to {aside}")
+        raise UsageError(f"cannot write to workdir {workdir} ({e.strerror}: {e.filename}): "
+                         f"pass a writable --workdir") from None
     return workdir
+
+
+def move_earlier_run_aside(workdir: str, log: Callable[[str], None]) -> None:
+    """--fresh: move an earlier run's files to `previous-<time>/` (never delete).
+
+    Called only once flags and data have been checked, so a failing invocation
+    leaves the earlier run where it was.
+    """
+    old = [n for n in ("checkpoints", "metrics.jsonl", "timing.jsonl", "summary.json",
+                       "tensorboard", "report")
+           if os.path.exists(os.path.join(workdir, n))]
+    if old:
+        aside = os.path.join(workdir, "previous-" + time.strftime("%Y%m%d-%H%M%S"))
+        os.makedirs(aside, exist_ok=True)
+        for n in old:
+            shutil.move(os.path.join(workdir, n), os.path.join(aside, n))
+        log(f"--fresh: moved the earlier run's files to {aside}")
 
 
 def build_model(config: config_lib.Config) -> MnistPlusNet:
@@ -120,11 +133,13 @@ def train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool =
                        log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train `config` in `workdir`, resuming from its newest checkpoint; returns the summary."""
     config_lib.validate(config)
-    workdir = prepare_workdir(workdir, fresh)
+    workdir = prepare_workdir(workdir)
     t0 = time.time()
     mnist = data.load_mnist(config.tfds_dir or None, config.mnist_dir or None)
     load_seconds = time.time() - t0
     config_lib.validate(config, train_size=len(mnist.train_labels))
+    if fresh:
+        move_earlier_run_aside(workdir, log)
     log(f"data: {len(mnist.train_labels)} train / {len(mnist.test_labels)} test images "
         f"loaded in {load_seconds:.2f}s")
 

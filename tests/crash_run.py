@@ -6,6 +6,8 @@
 --mid-save        kill while the N-th checkpoint is being written (before orbax
                   finalises it), so a half-written checkpoint is left behind
 --after-steps N   kill after N train steps of this process (mid-epoch)
+--nan-at-step K   feed NaN images at global step K (0-based; the host loop only), so
+                  the loss becomes NaN there: a deterministic divergence
 """
 
 from __future__ import annotations
@@ -26,11 +28,12 @@ def main() -> None:
     parser.add_argument("--after-saves", type=int, default=0)
     parser.add_argument("--mid-save", action="store_true")
     parser.add_argument("--after-steps", type=int, default=0)
+    parser.add_argument("--nan-at-step", type=int, default=-1)
     args, rest = parser.parse_known_args()
     if rest and rest[0] == "--":
         rest = rest[1:]
 
-    from mnist_plus import checkpointing, loops, train
+    from mnist_plus import checkpointing, loops, sampler, train
 
     saves = {"n": 0}
     original_save = checkpointing.Checkpointer.save
@@ -69,6 +72,17 @@ def main() -> None:
                     _die()
             return original_run(self, state, metrics, epoch, start, stop, progress=counted)
         loops.HostLoop.run = run
+    if args.nan_at_step >= 0:
+        original_batches = sampler.train_batches
+
+        def train_batches(images, labels, seed, epoch, batch_size, start_step=0):
+            base = epoch * sampler.steps_per_epoch(len(labels), batch_size)
+            for step, batch in enumerate(original_batches(images, labels, seed, epoch,
+                                                          batch_size, start_step), start_step):
+                if base + step == args.nan_at_step:
+                    batch = batch._replace(image=batch.image * float("nan"))
+                yield batch
+        sampler.train_batches = train_batches
     train.main(rest)
 
 

@@ -107,3 +107,11 @@ def test_corrupt_cache_is_rebuilt(prepared_tiny, tmp_path):
     with open(data._cache_path(tfds_dir), "wb") as f:
         f.write(b"not an npz")
     assert len(data.load_mnist(tfds_dir).train_labels) == 256
+
+
+def test_cache_gets_normal_file_permissions(prepared_tiny):
+    # Written through a mkstemp file (0600); others sharing the data dir must read it.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    mode = os.stat(data._cache_path(prepared_tiny[0])).st_mode & 0o777
+    assert mode == 0o666 & ~umask

@@ -1,114 +1,155 @@
 """Checkpoints, resume, and the promise that an interrupted run ends exactly as an
-uninterrupted one (bitwise on CPU)."""
+uninterrupted one (bitwise on CPU), wherever it was killed.
+
+Every kill is a real SIGKILL of a training subprocess (tests/crash_run.py), and the
+restart is the very same command; the result is compared with `reference_run`, an
+uninterrupted in-process run with the same flags.
+"""
 
 import os
-import subprocess
-import sys
+import re
+import shutil
 
-import jax
 import numpy as np
 import pytest
 
 from mnist_plus import config as config_lib
 from mnist_plus.checkpointing import Checkpointer
-from mnist_plus.errors import UsageError
+from mnist_plus.errors import DivergedError
 from mnist_plus.train import initial_state, train_and_evaluate
 from mnist_plus.train_step import zero_train_metrics
-from tests.conftest import REPO
+from tests.conftest import (TINY_STEPS_PER_EPOCH, assert_same_as_reference,
+                            final_state_leaves, read_bytes, snapshot, tiny_config, tiny_flags)
 
-TINY = dict(epochs=3, batch_size=32, width=4, eval_batch_size=64, progress=False)
-
-
-def _config(prepared_tiny, **kw):
-    tfds_dir, mnist_dir = prepared_tiny
-    return config_lib.Config(**{**TINY, "tfds_dir": tfds_dir, "mnist_dir": mnist_dir, **kw})
+TMP_SUFFIX = ".orbax-checkpoint-tmp"
 
 
-def _final_params(workdir, config, steps_per_epoch=8):
-    state = initial_state(config, steps_per_epoch)
-    ckpt = Checkpointer(workdir, 3)
-    state, _, meta = ckpt.restore(state, zero_train_metrics(), config)
-    ckpt.close()
-    return jax.tree_util.tree_leaves(jax.device_get((state.params, state.batch_stats,
-                                                     state.opt_state))), meta
-
-
-def _read(path):
-    with open(path, "rb") as f:
-        return f.read()
-
-
-@pytest.fixture(scope="module")
-def reference_run(prepared_tiny, tmp_path_factory):
-    workdir = str(tmp_path_factory.mktemp("reference"))
-    train_and_evaluate(_config(prepared_tiny), workdir, log=lambda s: None)
-    return workdir
+def _checkpoint_dirs(workdir) -> list[str]:
+    return sorted(os.listdir(os.path.join(workdir, "checkpoints")))
 
 
 def test_checkpoint_round_trip_restores_state_and_position(prepared_tiny, reference_run):
-    config = _config(prepared_tiny)
-    leaves, meta = _final_params(reference_run, config)
+    config = tiny_config(prepared_tiny)
+    leaves, meta = final_state_leaves(reference_run, config)
     assert meta["epoch"] == 3 and meta["step_in_epoch"] == 0 and meta["global_step"] == 24
     assert meta["config"] == config_lib.to_dict(config)
     assert all(np.isfinite(np.asarray(x, np.float64)).all() for x in leaves)
-    assert max(int(n) for n in os.listdir(os.path.join(reference_run, "checkpoints")) if n.isdigit()) == 24
+    assert _checkpoint_dirs(reference_run) == ["16", "24", "8"]
 
 
-def test_rerun_of_a_finished_run_changes_nothing(prepared_tiny, reference_run):
-    before = {n: _read(os.path.join(reference_run, n)) for n in ("metrics.jsonl",)}
-    steps_before = sorted(os.listdir(os.path.join(reference_run, "checkpoints")))
+def test_rerun_of_a_finished_run_changes_nothing(prepared_tiny, reference_run, tmp_path):
+    workdir = str(tmp_path / "copy")
+    shutil.copytree(reference_run, workdir)
+    before = snapshot(os.path.join(workdir, "checkpoints"))
+    metrics = read_bytes(os.path.join(workdir, "metrics.jsonl"))
     lines = []
-    train_and_evaluate(_config(prepared_tiny), reference_run, log=lines.append)
+    train_and_evaluate(tiny_config(prepared_tiny), workdir, log=lines.append)
     assert any("already finished" in line for line in lines)
-    assert {n: _read(os.path.join(reference_run, n)) for n in before} == before
-    assert sorted(os.listdir(os.path.join(reference_run, "checkpoints"))) == steps_before
+    assert read_bytes(os.path.join(workdir, "metrics.jsonl")) == metrics
+    assert snapshot(os.path.join(workdir, "checkpoints")) == before
 
 
-def _train_cmd(prepared_tiny, workdir, *extra):
-    tfds_dir, mnist_dir = prepared_tiny
-    flags = ["--workdir", workdir, "--tfds-dir", tfds_dir, "--mnist-dir", mnist_dir,
-             "--epochs", "3", "--batch-size", "32", "--width", "4", "--eval-batch-size", "64",
-             "--no-progress", *extra]
-    return flags
+def test_checkpointing_every_n_steps_changes_no_result(prepared_tiny, reference_run, tmp_path):
+    workdir = str(tmp_path / "every2")
+    train_and_evaluate(tiny_config(prepared_tiny, checkpoint_every_steps=2), workdir,
+                       log=lambda s: None)
+    assert_same_as_reference(workdir, reference_run, prepared_tiny)
+    # The newest three: two mid-epoch checkpoints and the end of training.
+    assert _checkpoint_dirs(workdir) == ["20", "22", "24"]
+    _, meta = final_state_leaves(workdir, tiny_config(prepared_tiny), step=22)
+    assert (meta["epoch"], meta["step_in_epoch"]) == (2, 6)
 
 
-def _run(args, **kw):
-    return subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=300, **kw)
+def test_killed_mid_epoch_resumes_the_same_stream(cli, prepared_tiny, reference_run, tmp_path):
+    workdir = str(tmp_path / "run")
+    flags = tiny_flags(prepared_tiny, workdir, "--checkpoint-every-steps", "2")
+    # Killed in epoch 2 after step 13: the save at 12 may still be in flight, the one at
+    # 10 is complete (orbax finishes a save before starting the next).
+    killed = cli.crash(["--after-steps", "13"], flags)
+    assert killed.returncode == -9, killed.stderr
+    assert len(read_bytes(os.path.join(workdir, "metrics.jsonl")).splitlines()) == 1
+
+    resumed = cli.train(*flags)
+    assert resumed.returncode == 0, resumed.stderr
+    match = re.search(r"resumed from checkpoint at step (\d+) \(epoch 2, step (\d+) of 8\)",
+                      resumed.stdout)
+    assert match, resumed.stdout
+    assert match.group(1) in ("10", "12") and int(match.group(2)) == int(match.group(1)) - 8
+    assert_same_as_reference(workdir, reference_run, prepared_tiny)
 
 
-def test_killed_after_an_epoch_resumes_to_identical_results(prepared_tiny, reference_run,
+def test_killed_while_saving_restores_the_newest_complete_checkpoint(
+        cli, prepared_tiny, reference_run, tmp_path):
+    workdir = str(tmp_path / "run")
+    flags = tiny_flags(prepared_tiny, workdir, "--checkpoint-every-steps", "3")
+    # Saves at steps 3, 6 and 8 (end of epoch 1); killed while orbax writes the one at 8,
+    # after epoch 1's metrics line was written.
+    killed = cli.crash(["--after-saves", "3", "--mid-save"], flags)
+    assert killed.returncode == -9, killed.stderr
+    assert _checkpoint_dirs(workdir) == ["3", "6", "8" + TMP_SUFFIX]
+    assert len(read_bytes(os.path.join(workdir, "metrics.jsonl")).splitlines()) == 1
+
+    config = tiny_config(prepared_tiny)
+    ckpt = Checkpointer(workdir, 3)
+    try:
+        assert ckpt.latest_step() == 6  # the half-written 8 is not a checkpoint
+    finally:
+        ckpt.close()
+
+    resumed = cli.train(*flags)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from checkpoint at step 6 (epoch 1, step 6 of 8)" in resumed.stdout
+    assert_same_as_reference(workdir, reference_run, prepared_tiny)
+    assert not [n for n in _checkpoint_dirs(workdir) if TMP_SUFFIX in n]
+    assert final_state_leaves(workdir, config)[1]["global_step"] == 24
+
+
+def test_killed_after_an_epoch_resumes_to_identical_results(cli, prepared_tiny, reference_run,
                                                              tmp_path):
     workdir = str(tmp_path / "run")
-    flags = _train_cmd(prepared_tiny, workdir)
-    killed = _run(["-m", "tests.crash_run", "--after-saves", "1", "--", *flags])
+    flags = tiny_flags(prepared_tiny, workdir)
+    killed = cli.crash(["--after-saves", "1"], flags)
     assert killed.returncode == -9, killed.stderr
-    assert len(_read(os.path.join(workdir, "metrics.jsonl")).splitlines()) == 1
-    resumed = _run(["-m", "mnist_plus.train", *flags])
+    assert len(read_bytes(os.path.join(workdir, "metrics.jsonl")).splitlines()) == 1
+    resumed = cli.train(*flags)
     assert resumed.returncode == 0, resumed.stderr
-    assert "resumed from checkpoint at step 8" in resumed.stdout
-    assert _read(os.path.join(workdir, "metrics.jsonl")) == _read(
-        os.path.join(reference_run, "metrics.jsonl"))
-    config = _config(prepared_tiny)
-    for a, b in zip(_final_params(workdir, config)[0], _final_params(reference_run, config)[0]):
-        np.testing.assert_array_equal(a, b)
-
-
-def test_incompatible_checkpoint_is_refused_and_kept(prepared_tiny, reference_run):
-    steps_before = sorted(os.listdir(os.path.join(reference_run, "checkpoints")))
-    with pytest.raises(UsageError, match=r"width: 4 -> 8.*--fresh"):
-        train_and_evaluate(_config(prepared_tiny, width=8), reference_run, log=lambda s: None)
-    assert sorted(os.listdir(os.path.join(reference_run, "checkpoints"))) == steps_before
+    assert "resumed from checkpoint at step 8 (epoch 2, step 0 of 8)" in resumed.stdout
+    assert_same_as_reference(workdir, reference_run, prepared_tiny)
 
 
 def test_fresh_moves_the_old_run_aside(prepared_tiny, reference_run, tmp_path):
-    import shutil
-
     workdir = str(tmp_path / "copy")
     shutil.copytree(reference_run, workdir)
-    old_metrics = _read(os.path.join(workdir, "metrics.jsonl"))
-    train_and_evaluate(_config(prepared_tiny, epochs=1), workdir, fresh=True, log=lambda s: None)
+    old = snapshot(workdir)
+    lines = []
+    train_and_evaluate(tiny_config(prepared_tiny, epochs=1), workdir, fresh=True,
+                       log=lines.append)
     aside = [n for n in os.listdir(workdir) if n.startswith("previous-")]
-    assert len(aside) == 1
-    assert _read(os.path.join(workdir, aside[0], "metrics.jsonl")) == old_metrics
-    assert len(_read(os.path.join(workdir, "metrics.jsonl")).splitlines()) == 1
+    assert len(aside) == 1 and any("--fresh: moved" in line for line in lines)
+    assert snapshot(os.path.join(workdir, aside[0])) == old
+    assert len(read_bytes(os.path.join(workdir, "metrics.jsonl")).splitlines()) == 1
+
+
+def test_a_non_finite_state_is_never_saved(prepared_tiny, tmp_path):
+    import jax
+    import jax.numpy as jnp
+
+    config = tiny_config(prepared_tiny)
+    state = initial_state(config, TINY_STEPS_PER_EPOCH)
+    ckpt = Checkpointer(str(tmp_path / "run"), 3)
+    try:
+        ckpt.save(state.replace(step=jnp.asarray(4, jnp.int32)), zero_train_metrics(),
+                  epoch=0, step_in_epoch=4, config=config)
+        ckpt.wait()
+        leaves, treedef = jax.tree_util.tree_flatten(state.params)
+        leaves[0] = leaves[0].at[0].set(jnp.nan)
+        broken = state.replace(step=jnp.asarray(5, jnp.int32),
+                               params=jax.tree_util.tree_unflatten(treedef, leaves))
+        with pytest.raises(DivergedError, match=r"NaN or infinite by step 5 \(\['params'\].*"
+                                                r"last good checkpoint \(step 4\) is kept"):
+            ckpt.save(broken, zero_train_metrics(), epoch=0, step_in_epoch=5, config=config)
+        ckpt.wait()
+        assert ckpt.latest_step() == 4
+    finally:
+        ckpt.close()
+    assert _checkpoint_dirs(str(tmp_path / "run")) == ["4"]

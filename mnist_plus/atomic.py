@@ -1,0 +1,41 @@
+"""Whole-file replacement: a kill leaves the old file or the new one, never half of one.
+
+Used for everything this project writes outside orbax (the MNIST cache, the JSON-lines
+logs). The temporary file is made in the target's folder, so the final `os.replace`
+is an atomic rename on one file system.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from typing import BinaryIO, Callable
+
+
+def _process_umask() -> int:
+    # Read once, at import (before orbax or the prefetcher start threads):
+    # os.umask can only be read by setting it, which would race with other threads.
+    umask = os.umask(0o022)
+    os.umask(umask)
+    return umask
+
+
+_UMASK = _process_umask()
+
+
+def replace_file(path: str, write: Callable[[BinaryIO], None]) -> None:
+    """Write `path` through `write(file)` into a temporary file, then rename it over `path`.
+
+    The file gets the permissions of a normally created one (mkstemp's 0600 would hide
+    a shared data dir's cache, or the logs, from other users).
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
