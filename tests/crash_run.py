@@ -75,10 +75,11 @@ def main() -> None:
     if args.nan_at_step >= 0:
         original_batches = sampler.train_batches
 
-        def train_batches(images, labels, seed, epoch, batch_size, start_step=0):
+        def train_batches(images, labels, seed, epoch, batch_size, start_step=0, **kwargs):
             base = epoch * sampler.steps_per_epoch(len(labels), batch_size)
             for step, batch in enumerate(original_batches(images, labels, seed, epoch,
-                                                          batch_size, start_step), start_step):
+                                                          batch_size, start_step, **kwargs),
+                                         start_step):
                 if base + step == args.nan_at_step:
                     batch = batch._replace(image=batch.image * float("nan"))
                 yield batch
