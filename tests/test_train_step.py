@@ -17,7 +17,7 @@ def _batch(n=64, seed=0):
 
 
 def _state(lr=1e-2):
-    return create_state(MnistPlusNet(width=4), optax.adam(lr), jax.random.key(0))
+    return create_state(MnistPlusNet(width=8), optax.adam(lr), jax.random.key(0))
 
 
 def test_train_steps_lower_both_losses():
