@@ -118,15 +118,3 @@ def make_optimizer(learning_rate: float, weight_decay: float, warmup_fraction: f
         pct_start=max(warmup_fraction, 1e-6), div_factor=25.0, final_div_factor=1e3)
     return optax.adamw(schedule, weight_decay=weight_decay)
 
-
-def pair_counts(state: TrainState, batch: Batch) -> tuple[jax.Array, jax.Array]:
-    """(correct [10,10], count [10,10]) of the sum head for every (digit, number) pair.
-
-    Every image is judged with all ten numbers; row = true digit, column = number.
-    """
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
-    _, all_sums = state.apply_fn(variables, batch.image, method=MnistPlusNet.exhaustive_sum_logits)
-    truth = batch.digit[:, None] + jnp.arange(NUM_NUMBERS)[None, :]
-    correct = (jnp.argmax(all_sums, -1) == truth) * batch.mask[:, None]      # [B, 10]
-    rows = jax.nn.one_hot(batch.digit, NUM_NUMBERS) * batch.mask[:, None]  # [B, 10]
-    return rows.T @ correct, jnp.broadcast_to(rows.sum(0)[:, None], (NUM_NUMBERS, NUM_NUMBERS))

@@ -64,14 +64,3 @@ def test_eval_ignores_padding_and_counts_all_numbers():
         np.testing.assert_allclose(a[k], b[k], rtol=1e-5)
     assert 0 <= float(a["exhaustive_sum_correct"]) <= 80
 
-
-def test_pair_counts_add_up_to_the_exhaustive_accuracy():
-    from mnist_plus.train_step import pair_counts
-
-    state, batch = _state(), _batch(40)
-    correct, count = pair_counts(state, batch)
-    assert correct.shape == count.shape == (10, 10)
-    np.testing.assert_allclose(float(correct.sum()),
-                               float(eval_step(state, batch)["exhaustive_sum_correct"]))
-    np.testing.assert_array_equal(np.asarray(count[:, 0]),
-                                  np.bincount(batch.digit, minlength=10))
