@@ -261,8 +261,9 @@ def format_report(r: dict[str, Any]) -> str:
              f"({r['train_examples']} train / {r['test_examples']} test), "
              f"width {r['config']['width']}"]
     mm = r["matmul"]
-    lines.append(f"dense matmul {mm['size']}x{mm['size']} {mm['dtype']}: {mm['seconds'] * 1e3:.1f} ms,"
-                 f" {mm['flops_per_second'] / 1e9:.1f} GFLOP/s (the utilisation reference)")
+    lines.append(f"dense matmul {mm['size']}x{mm['size']} {mm['dtype']}: "
+                 f"{mm['seconds'] * 1e3:.1f} ms, {mm['flops_per_second'] / 1e9:.1f} GFLOP/s "
+                 f"(the utilisation reference)")
     lines += ["", "train step (one device-resident batch, state donated; median of "
               f"{r['repeats']} repeats)",
               f"{'batch':>7} {'compile s':>10} {'step ms':>9} {'images/s':>10} "
@@ -295,9 +296,10 @@ def format_report(r: dict[str, Any]) -> str:
               f"({ev['images_per_second']:.0f} images/s, batch {ev['batch_size']}, with the "
               f"all-ten-numbers sum pass); compile {ev['compile_seconds']:.2f} s"]
     fs = r["first_step"]
-    lines.append(f"process start to first train step: {fs['process_start_to_first_step_seconds']:.2f} s"
-                 f" (interpreter {fs['interpreter_seconds']:.2f}, imports {fs['import_seconds']:.2f},"
-                 f" data {fs['data_seconds']:.2f}, init {fs['init_seconds']:.2f}, first step with "
+    lines.append(f"process start to first train step: "
+                 f"{fs['process_start_to_first_step_seconds']:.2f} s (interpreter "
+                 f"{fs['interpreter_seconds']:.2f}, imports {fs['import_seconds']:.2f}, "
+                 f"data {fs['data_seconds']:.2f}, init {fs['init_seconds']:.2f}, first step with "
                  f"compile {fs['first_step_seconds']:.2f}; loop {fs['loop']})")
     lines.append(f"benchmark wall time: {r['benchmark_seconds']:.1f} s ("
                  + ", ".join(f"{k} {v:.1f}" for k, v in r["section_seconds"].items()) + ")")
