@@ -1,0 +1,474 @@
+"""How fast is it, on this backend: `python -m mnist_plus.benchmark [--json PATH]`.
+
+Measures, on whatever backend JAX sees, and prints as a table (and writes as JSON):
+- the train step's compile time (first call minus steady state), its steady-state time
+  and images/s for several batch sizes (warm-up, `block_until_ready`, median of repeats);
+- a training epoch's wall time for each loop (`host`, `scan`), data feeding included;
+  an epoch shortened with `--epoch-examples` is extrapolated, and the output says so;
+- evaluation throughput on the test set;
+- FLOPs per image from XLA's cost analysis of the compiled programs, and the achieved
+  FLOP/s as a fraction of a large dense matmul's FLOP/s measured in the same run (a
+  utilisation figure that compares across machines, unlike raw seconds);
+- process start to the first train step (imports, data, compile), in a fresh process.
+
+Synthetic data of MNIST's shape by default (timings do not depend on pixel values), real
+MNIST with `--real-mnist`. Each compile-time figure is taken after `jax.clear_caches()`,
+so no measurement reuses another's compiled program.
+"""
+
+from __future__ import annotations
+
+import time
+
+_MODULE_START = time.time()  # first line: the first-step probe counts imports from here
+
+import argparse  # noqa: E402
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import math  # noqa: E402
+import os  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+from typing import Any, Callable, Sequence  # noqa: E402
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+
+from mnist_plus import config as config_lib  # noqa: E402
+from mnist_plus import data, loops, sampler, train  # noqa: E402
+from mnist_plus.cli import config_from_args, config_parser, run_main  # noqa: E402
+from mnist_plus.errors import MnistPlusError, UsageError  # noqa: E402
+from mnist_plus.train_step import TrainState, train_step, zero_train_metrics  # noqa: E402
+
+_IMPORTED = time.time()
+
+TRAIN_LOOPS = tuple(name for name in config_lib.LOOPS if name != "auto")
+LAUNCH_ENV = "MNIST_PLUS_BENCH_LAUNCH_TIME"  # the parent's time.time() just before launch
+FIRST_STEP_MARKER = "FIRST_STEP_JSON "
+# On CPU the scan loop runs about ten times slower per step than the host loop, so by
+# default it is timed on this many examples and extrapolated (the host loop: a full epoch).
+CPU_SCAN_EPOCH_EXAMPLES = 2560
+
+
+# ----------------------------------------------------------------------------- helpers
+
+def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Seconds for `fn()` to finish on the device (not just to be dispatched)."""
+    start = time.perf_counter()
+    out = jax.block_until_ready(fn())
+    return time.perf_counter() - start, out
+
+
+def compiled_flops(compiled: Any) -> float | None:
+    """FLOPs of one call of a compiled program, from XLA's cost analysis.
+
+    `cost_analysis()` returns a dict in this JAX version and a list of one dict per
+    program in older ones; some backends return nothing, hence the None.
+    """
+    try:
+        analysis = compiled.cost_analysis()
+    except Exception:  # not implemented on some backends
+        return None
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0] if analysis else None
+    flops = (analysis or {}).get("flops")
+    return float(flops) if flops and flops > 0 else None
+
+
+def synthetic_mnist(train_examples: int, test_examples: int, seed: int = 0) -> data.Mnist:
+    """Random uint8 images and labels of MNIST's shapes and dtypes."""
+    rng = np.random.default_rng(seed)
+    return data.Mnist(
+        train_images=rng.integers(0, 256, (train_examples, 28, 28, 1), dtype=np.uint8),
+        train_labels=rng.integers(0, 10, train_examples).astype(np.int32),
+        test_images=rng.integers(0, 256, (test_examples, 28, 28, 1), dtype=np.uint8),
+        test_labels=rng.integers(0, 10, test_examples).astype(np.int32))
+
+
+def load_data(args: argparse.Namespace, config: config_lib.Config) -> data.Mnist:
+    """Synthetic or real MNIST, cut to --train-examples / --test-examples."""
+    if not args.real_mnist:
+        return synthetic_mnist(args.train_examples or 60_000, args.test_examples or 10_000)
+    mnist = data.load_mnist(config.tfds_dir or None, config.mnist_dir or None)
+    n, m = args.train_examples or None, args.test_examples or None
+    return data.Mnist(mnist.train_images[:n], mnist.train_labels[:n],
+                      mnist.test_images[:m], mnist.test_labels[:m])
+
+
+# ------------------------------------------------------------------------ measurements
+
+def bench_matmul(size: int, repeats: int) -> dict[str, Any]:
+    """FLOP/s of a large float32 matmul: the reference a utilisation is measured against."""
+    a = jax.random.normal(jax.random.key(0), (size, size), jnp.float32)
+    b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
+    compiled = jax.jit(jnp.matmul).lower(a, b).compile()
+    flops = compiled_flops(compiled) or 2.0 * size ** 3
+    _timed(lambda: compiled(a, b))
+    seconds = statistics.median(_timed(lambda: compiled(a, b))[0] for _ in range(repeats))
+    return {"size": size, "dtype": "float32", "flops": flops, "seconds": seconds,
+            "flops_per_second": flops / seconds}
+
+
+def bench_train_step(state: TrainState, mnist: data.Mnist, batch_size: int, warmup: int,
+                     repeats: int, min_repeat_seconds: float,
+                     matmul_flops_per_second: float) -> dict[str, Any]:
+    """Compile time, steady step time and FLOPs of the jitted step at one batch size.
+
+    The step is jitted with the state (consumed) and metrics donated, as the host loop
+    does, and fed one device-resident batch: the step alone, without data feeding.
+    """
+    images = sampler.normalise(mnist.train_images[:batch_size])
+    numbers = np.arange(batch_size) % sampler.NUM_NUMBERS
+    batch = jax.device_put(sampler.make_batch(images, mnist.train_labels[:batch_size], numbers))
+    metrics = jax.block_until_ready(zero_train_metrics())
+    jax.clear_caches()
+
+    def first_call():
+        compiled = jax.jit(train_step, donate_argnums=(0, 2)).lower(state, batch, metrics).compile()
+        return compiled, compiled(state, batch, metrics)
+
+    first_seconds, (step, (state, metrics)) = _timed(first_call)
+    for _ in range(warmup):
+        state, metrics = step(state, batch, metrics)
+    one, (state, metrics) = _timed(lambda: step(state, batch, metrics))
+    steps_per_repeat = max(1, math.ceil(min_repeat_seconds / max(one, 1e-6)))
+
+    def repeat():
+        nonlocal state, metrics
+        seconds, (state, metrics) = _timed(lambda: _run_steps(step, state, batch, metrics,
+                                                              steps_per_repeat))
+        return seconds / steps_per_repeat
+
+    times = [repeat() for _ in range(repeats)]
+    seconds = statistics.median(times)
+    flops = compiled_flops(step)
+    row = {"batch_size": batch_size, "first_call_seconds": first_seconds,
+           "compile_seconds": first_seconds - seconds, "step_seconds": seconds,
+           "step_seconds_repeats": times, "steps_per_repeat": steps_per_repeat,
+           "images_per_second": batch_size / seconds}
+    if flops:
+        row.update(flops_per_step=flops, flops_per_image=flops / batch_size,
+                   flops_per_second=flops / seconds,
+                   utilisation=flops / seconds / matmul_flops_per_second)
+    return row
+
+
+def _run_steps(step, state, batch, metrics, n: int):
+    for _ in range(n):
+        state, metrics = step(state, batch, metrics)
+    return state, metrics
+
+
+def forward_flops_per_image(state: TrainState, batch_size: int) -> float | None:
+    """The model's inference FLOPs per image (both heads), from XLA's cost analysis."""
+    batch = sampler.make_batch(np.zeros((batch_size, 28, 28, 1), np.float32),
+                               np.zeros(batch_size, np.int32), np.zeros(batch_size, np.int32))
+
+    def forward(state, batch):
+        return state.apply_fn({"params": state.params, "batch_stats": state.batch_stats},
+                              batch.image, batch.number, train=False)
+
+    flops = compiled_flops(jax.jit(forward).lower(state, batch).compile())
+    return flops / batch_size if flops else None
+
+
+def bench_epoch(state: TrainState, config: config_lib.Config, mnist: data.Mnist,
+                loop_name: str, examples: int) -> dict[str, Any]:
+    """Wall time of training `examples` examples of an epoch with one loop, data included.
+
+    A warm-up run first compiles what the timed run executes: a few steps for the host
+    loop (one program per step), the same range of steps for other loops (the scan loop
+    compiles one program per chunk length). The timed run is another epoch's stream;
+    `state` is consumed.
+    """
+    steps_per_epoch = sampler.steps_per_epoch(len(mnist.train_labels), config.batch_size)
+    steps = max(1, min(steps_per_epoch, examples // config.batch_size))
+    warm = min(steps, 3) if loop_name == "host" else steps
+    warm_metrics, metrics = zero_train_metrics(), zero_train_metrics()
+    t0 = time.perf_counter()
+    loop = loops.make_loop(loop_name, sampler.normalise(mnist.train_images), mnist.train_labels,
+                           config.seed, config.batch_size)
+    setup_seconds = time.perf_counter() - t0
+    jax.block_until_ready((state, warm_metrics, metrics))
+    jax.clear_caches()
+    warm_seconds, (state, _) = _timed(lambda: loop.run(state, warm_metrics, 0, 0, warm))
+    seconds, _ = _timed(lambda: loop.run(state, metrics, 1, 0, steps))
+    per_step = seconds / steps
+    return {"loop": loop_name, "batch_size": config.batch_size, "setup_seconds": setup_seconds,
+            "steps_timed": steps, "steps_per_epoch": steps_per_epoch, "seconds_timed": seconds,
+            "epoch_seconds": per_step * steps_per_epoch, "extrapolated": steps < steps_per_epoch,
+            "images_per_second": config.batch_size / per_step,
+            "compile_seconds": warm_seconds - warm * per_step}
+
+
+def bench_eval(state: TrainState, config: config_lib.Config, mnist: data.Mnist,
+               repeats: int) -> dict[str, Any]:
+    """Throughput of `train.make_evaluator` on the test set (with its all-numbers pass)."""
+    evaluate = train.make_evaluator(config, mnist)
+    jax.clear_caches()
+    first, _ = _timed(lambda: evaluate(state))
+    seconds = statistics.median(_timed(lambda: evaluate(state))[0] for _ in range(repeats))
+    n = len(mnist.test_labels)
+    return {"images": n, "batch_size": config.eval_batch_size, "seconds": seconds,
+            "images_per_second": n / seconds, "compile_seconds": first - seconds}
+
+
+def first_step_probe(args: argparse.Namespace, config: config_lib.Config) -> dict[str, Any]:
+    """In a fresh process: data, state, the training loop's first step; times since launch."""
+    launch = float(os.environ.get(LAUNCH_ENV, _MODULE_START))
+    t0 = time.time()
+    mnist = load_data(args, config)
+    t_data = time.time()
+    state = train.initial_state(config, sampler.steps_per_epoch(len(mnist.train_labels),
+                                                                config.batch_size))
+    loop = loops.make_loop(config.loop, sampler.normalise(mnist.train_images),
+                           mnist.train_labels, config.seed, config.batch_size)
+    t_init = time.time()
+    jax.block_until_ready(loop.run(state, zero_train_metrics(), 0, 0, 1))
+    t_step = time.time()
+    return {"loop": loops.choose_loop(config.loop),
+            "process_start_to_first_step_seconds": t_step - launch,
+            "interpreter_seconds": _MODULE_START - launch,
+            "import_seconds": _IMPORTED - _MODULE_START,
+            "data_seconds": t_data - t0, "init_seconds": t_init - t_data,
+            "first_step_seconds": t_step - t_init}
+
+
+def bench_first_step(argv: Sequence[str], timeout: float = 600) -> dict[str, Any]:
+    """Run the probe in a new Python process, so imports and compiles start cold."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    env[LAUNCH_ENV] = repr(time.time())
+    result = subprocess.run([sys.executable, "-m", "mnist_plus.benchmark", *argv,
+                             "--first-step-only"], cwd=root, env=env, capture_output=True,
+                            text=True, timeout=timeout)
+    for line in reversed(result.stdout.splitlines()):
+        if line.startswith(FIRST_STEP_MARKER):
+            return json.loads(line[len(FIRST_STEP_MARKER):])
+    raise MnistPlusError(f"the first-step probe failed (exit {result.returncode}): "
+                         f"{(result.stderr.strip().splitlines() or ['no output'])[-1]}")
+
+
+# ------------------------------------------------------------------------------ report
+
+def format_report(r: dict[str, Any]) -> str:
+    """The results as a plain-text table."""
+    lines = [f"mnist_plus benchmark: backend {r['backend']} ({r['device_kind']}, "
+             f"{r['num_devices']} device(s)), jax {r['jax_version']}, {r['data']} data "
+             f"({r['train_examples']} train / {r['test_examples']} test), "
+             f"width {r['config']['width']}"]
+    mm = r["matmul"]
+    lines.append(f"dense matmul {mm['size']}x{mm['size']} {mm['dtype']}: "
+                 f"{mm['seconds'] * 1e3:.1f} ms, {mm['flops_per_second'] / 1e9:.1f} GFLOP/s "
+                 f"(the utilisation reference)")
+    lines += ["", "train step (one device-resident batch, state donated; median of "
+              f"{r['repeats']} repeats)",
+              f"{'batch':>7} {'compile s':>10} {'step ms':>9} {'images/s':>10} "
+              f"{'GFLOP/step':>11} {'GFLOP/s':>9} {'util':>6}"]
+    for s in r["train_step"]:
+        lines.append(f"{s['batch_size']:>7} {s['compile_seconds']:>10.2f} "
+                     f"{s['step_seconds'] * 1e3:>9.2f} {s['images_per_second']:>10.0f} "
+                     f"{s.get('flops_per_step', float('nan')) / 1e9:>11.3f} "
+                     f"{s.get('flops_per_second', float('nan')) / 1e9:>9.2f} "
+                     f"{100 * s.get('utilisation', float('nan')):>5.1f}%")
+    f = r["flops_per_image"]
+    lines.append(f"model FLOPs per image: forward {f['forward'] / 1e6:.2f} MFLOP; train step "
+                 f"{f['train_step'] / 1e6:.2f} MFLOP (forward, backward and update, "
+                 f"batch {f['train_step_batch_size']})")
+    lines += ["", f"training epoch (batch {r['config']['batch_size']}, data feeding included)",
+              f"{'loop':>6} {'steps timed':>12} {'timed s':>8} {'epoch s':>8} "
+              f"{'images/s':>9} {'compile s':>10}"]
+    notes = []
+    for e in r["epoch"]:
+        mark = "*" if e["extrapolated"] else " "
+        lines.append(f"{e['loop']:>6} {e['steps_timed']:>5}/{e['steps_per_epoch']:<6} "
+                     f"{e['seconds_timed']:>8.2f} {e['epoch_seconds']:>7.1f}{mark} "
+                     f"{e['images_per_second']:>9.0f} {e['compile_seconds']:>10.2f}")
+        if e["extrapolated"]:
+            notes.append(f"  * {e['loop']}: extrapolated from {e['steps_timed']} of "
+                         f"{e['steps_per_epoch']} steps (--epoch-examples)")
+    lines += notes
+    ev = r["eval"]
+    lines += ["", f"evaluation: {ev['images']} test images in {ev['seconds']:.2f} s "
+              f"({ev['images_per_second']:.0f} images/s, batch {ev['batch_size']}, with the "
+              f"all-ten-numbers sum pass); compile {ev['compile_seconds']:.2f} s"]
+    fs = r["first_step"]
+    lines.append(f"process start to first train step: "
+                 f"{fs['process_start_to_first_step_seconds']:.2f} s (interpreter "
+                 f"{fs['interpreter_seconds']:.2f}, imports {fs['import_seconds']:.2f}, "
+                 f"data {fs['data_seconds']:.2f}, init {fs['init_seconds']:.2f}, first step with "
+                 f"compile {fs['first_step_seconds']:.2f}; loop {fs['loop']})")
+    lines.append(f"benchmark wall time: {r['benchmark_seconds']:.1f} s ("
+                 + ", ".join(f"{k} {v:.1f}" for k, v in r["section_seconds"].items()) + ")")
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------- CLI
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of "
+                                         f"integers") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: give one or more positive integers")
+    return values
+
+
+def _loop_list(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [n for n in names if n not in TRAIN_LOOPS]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(TRAIN_LOOPS)}")
+    return names
+
+
+def _epoch_examples(text: str) -> dict[str, int] | str:
+    """'auto', N (every loop), or 'host=N,scan=M'; 0 means the whole training set."""
+    if text == "auto":
+        return text
+    try:
+        if "=" not in text:
+            return {name: int(text) for name in TRAIN_LOOPS}
+        pairs = dict(item.split("=", 1) for item in text.split(","))
+        values = {name.strip(): int(v) for name, v in pairs.items()}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give auto, N, or host=N,scan=M") from None
+    if set(values) - set(TRAIN_LOOPS) or any(v < 0 for v in values.values()):
+        raise argparse.ArgumentTypeError(f"{text!r}: loops are {', '.join(TRAIN_LOOPS)} and "
+                                         f"counts are >= 0")
+    return values
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    parser = config_parser("python -m mnist_plus.benchmark",
+                           "Measure compile time, step time, epoch time per loop, evaluation "
+                           "throughput, FLOPs and utilisation, and start-up on this backend. "
+                           "The config flags set the model and the epoch's batch size.")
+    bench = parser.add_argument_group("benchmark")
+    bench.add_argument("--batch-sizes", type=_int_list, default=[128, 512, 2048],
+                       help="batch sizes for the train-step timing, comma-separated")
+    bench.add_argument("--repeats", type=int, default=5,
+                       help="timed repeats per figure (the median is reported)")
+    bench.add_argument("--warmup-steps", type=int, default=2,
+                       help="untimed steps after the first call, before timing")
+    bench.add_argument("--min-repeat-seconds", type=float, default=0.2,
+                       help="each timed repeat runs enough steps to last at least this long")
+    bench.add_argument("--loops", type=_loop_list, default=list(TRAIN_LOOPS),
+                       help="training loops whose epoch is timed, comma-separated")
+    bench.add_argument("--epoch-examples", type=_epoch_examples, default="auto",
+                       help="examples of an epoch to time per loop and extrapolate from: N, "
+                            "host=N,scan=M, 0 for a full epoch, or auto (full epochs, except "
+                            f"the scan loop on CPU: {CPU_SCAN_EPOCH_EXAMPLES})")
+    bench.add_argument("--matmul-size", type=int, default=0,
+                       help="side of the reference matmul (0: 2048 on CPU, 8192 elsewhere)")
+    bench.add_argument("--real-mnist", action="store_true",
+                       help="use real MNIST (from --tfds-dir / --mnist-dir) instead of "
+                            "synthetic data of its shape")
+    bench.add_argument("--train-examples", type=int, default=0,
+                       help="training examples (0: 60000, or all of real MNIST)")
+    bench.add_argument("--test-examples", type=int, default=0,
+                       help="test examples (0: 10000, or all of real MNIST)")
+    bench.add_argument("--json", default="", metavar="PATH", help="also write the results here")
+    bench.add_argument("--first-step-only", action="store_true",
+                       help="internal: measure process start to first train step and exit")
+    args = parser.parse_args(argv)
+    for name in ("repeats", "warmup_steps", "min_repeat_seconds", "train_examples",
+                 "test_examples", "matmul_size"):
+        value, least = getattr(args, name), 1 if name == "repeats" else 0
+        if not value >= least:
+            raise UsageError(f"--{name.replace('_', '-')} {value} is invalid: it must be "
+                             f">= {least}")
+    if args.json:
+        folder = os.path.dirname(os.path.abspath(args.json))
+        if not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
+            raise UsageError(f"cannot write --json {args.json}: {folder} is not a writable "
+                             f"folder")
+    return args
+
+
+def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
+    """Every measurement, one after another so that each has the machine to itself."""
+    t_start = time.perf_counter()
+    sections: dict[str, float] = {}
+
+    def section(name: str, fn: Callable[[], Any]) -> Any:
+        t = time.perf_counter()
+        out = fn()
+        sections[name] = time.perf_counter() - t
+        return out
+
+    config = config_lib.validate(dataclasses.replace(config_from_args(args), progress=False))
+    mnist = section("data", lambda: load_data(args, config))
+    n_train = len(mnist.train_labels)
+    for b in args.batch_sizes + [config.batch_size]:
+        if b > n_train:
+            raise UsageError(f"batch size {b} is larger than the {n_train} training examples")
+    first_step = section("first_step", lambda: bench_first_step(argv))
+    # Every state is made now: initialisation runs eagerly, op by op, and each
+    # jax.clear_caches() below would make the next one recompile all those ops.
+    steps_per_epoch = lambda b: sampler.steps_per_epoch(n_train, b)  # noqa: E731
+    states = section("init", lambda: jax.block_until_ready({
+        "step": [train.initial_state(config, steps_per_epoch(b)) for b in args.batch_sizes],
+        "epoch": [train.initial_state(config, steps_per_epoch(config.batch_size))
+                  for _ in args.loops],
+        "eval": train.initial_state(config, steps_per_epoch(config.batch_size))}))
+    backend = jax.default_backend()
+    matmul = section("matmul", lambda: bench_matmul(
+        args.matmul_size or (2048 if backend == "cpu" else 8192), args.repeats))
+    steps = section("train_step", lambda: [
+        bench_train_step(state, mnist, b, args.warmup_steps, args.repeats,
+                         args.min_repeat_seconds, matmul["flops_per_second"])
+        for state, b in zip(states["step"], args.batch_sizes)])
+    epoch_examples = args.epoch_examples
+    if epoch_examples == "auto":
+        epoch_examples = {"scan": CPU_SCAN_EPOCH_EXAMPLES} if backend == "cpu" else {}
+    epochs = section("epoch", lambda: [
+        bench_epoch(state, config, mnist, name, epoch_examples.get(name) or n_train)
+        for state, name in zip(states["epoch"], args.loops)])
+    evaluation = section("eval", lambda: bench_eval(states["eval"], config, mnist, args.repeats))
+    forward = section("forward_flops",
+                      lambda: forward_flops_per_image(states["eval"], args.batch_sizes[0]))
+    device = jax.devices()[0]
+    return {
+        "backend": backend, "device_kind": device.device_kind,
+        "num_devices": len(jax.devices()), "jax_version": jax.__version__,
+        "data": "mnist" if args.real_mnist else "synthetic", "train_examples": n_train,
+        "test_examples": len(mnist.test_labels), "repeats": args.repeats,
+        "config": config_lib.to_dict(config), "matmul": matmul, "train_step": steps,
+        "flops_per_image": {"forward": forward,
+                            "train_step": steps[0].get("flops_per_image"),
+                            "train_step_batch_size": steps[0]["batch_size"]},
+        "epoch": epochs, "eval": evaluation, "first_step": first_step,
+        "section_seconds": sections,
+        "benchmark_seconds": time.perf_counter() - t_start,
+    }
+
+
+def _main(argv: Sequence[str] | None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    config = config_lib.validate(config_from_args(args))
+    if args.first_step_only:
+        print(FIRST_STEP_MARKER + json.dumps(first_step_probe(args, config)), flush=True)
+        return
+    results = run(args, argv)
+    print(format_report(results), flush=True)
+    if args.json:
+        try:
+            with open(args.json, "w") as f:
+                json.dump(results, f, indent=2)
+        except OSError as e:
+            raise UsageError(f"cannot write --json {args.json} ({e.strerror})") from None
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    sys.exit(run_main(_main, argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,296 @@
+"""K seeds of one config trained as one program: `jax.vmap` over a leading seed axis.
+
+Why: this model is far too small to fill a device, and a mean and standard deviation
+over seeds needs K runs. Stacking the seeds' params, optimizer states and batches on
+a leading axis turns K small programs into one wide one (and, with several devices,
+that axis is sharded across them, since seeds never exchange data).
+
+Each seed computes exactly what a single run of that seed computes, up to float
+summation order: its state comes from `train.initial_state` with its seed, its batches
+from `sampler.epoch_plan(seed, epoch)` (the host loop's stream) and its test numbers
+from `sampler.test_numbers(seed)`. Batches are stacked on the host, one step ahead
+in a background thread, as the host loop does for one seed.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import time
+from typing import Any, Callable, Sequence, TypeVar
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from mnist_plus import config as config_lib
+from mnist_plus import data, sampler, train
+from mnist_plus import metrics as metrics_lib
+from mnist_plus.train_step import (NO_STEP, Metrics, TrainState, eval_step, train_step,
+                                   zero_train_metrics)
+
+T = TypeVar("T")
+SEED_AXIS = "seed"
+Progress = Callable[[int], None]
+
+
+# ------------------------------------------------------------------- stacking seeds
+
+def stack(trees: Sequence[T]) -> T:
+    """Stack same-shaped pytrees on a new leading axis.
+
+    The first tree's structure is kept: train states built separately differ only in
+    static fields (`apply_fn`, `tx` are new objects per call, equal in behaviour).
+    """
+    leaves = [jax.tree_util.tree_leaves(t) for t in trees]
+    if len({len(x) for x in leaves}) != 1:
+        raise ValueError("cannot stack pytrees with different numbers of leaves")
+    treedef = jax.tree_util.tree_structure(trees[0])
+    return treedef.unflatten([np.stack([np.asarray(x) for x in xs]) for xs in zip(*leaves)])
+
+
+def unstack(tree: T, index: int) -> T:
+    """Seed `index`'s slice of a stacked pytree."""
+    return jax.tree_util.tree_map(lambda x: x[index], tree)
+
+
+def initial_states(config: config_lib.Config, seeds: Sequence[int],
+                   steps_per_epoch: int) -> TrainState:
+    """Each seed's `train.initial_state`, stacked: the exact states single runs start from."""
+    return stack([train.initial_state(dataclasses.replace(config, seed=s), steps_per_epoch)
+                  for s in seeds])
+
+
+def seed_sharding(num_seeds: int, devices: Sequence[jax.Device] | None = None
+                  ) -> NamedSharding | None:
+    """Shard the seed axis over as many devices as divide `num_seeds`; None for one."""
+    devices = list(devices if devices is not None else jax.devices())
+    used = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
+    if used == 1:
+        return None
+    return NamedSharding(Mesh(np.array(devices[:used]), (SEED_AXIS,)), PartitionSpec(SEED_AXIS))
+
+
+def _placer(sharding: NamedSharding | None) -> Callable[[Any], Any]:
+    if sharding is None:
+        return jax.device_put
+    return lambda tree: jax.device_put(tree, sharding)
+
+
+# --------------------------------------------------------------------------- training
+
+def epoch_plans(seeds: Sequence[int], epoch: int, num_examples: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """[K, N] example orders and numbers: each seed's own `sampler.epoch_plan`."""
+    plans = [sampler.epoch_plan(s, epoch, num_examples) for s in seeds]
+    return np.stack([p for p, _ in plans]), np.stack([n for _, n in plans])
+
+
+def stacked_batch(images: np.ndarray, labels: np.ndarray, permutations: np.ndarray,
+                  numbers: np.ndarray, step: int, batch_size: int) -> sampler.Batch:
+    """Step `step` of every seed's epoch as one [K, B, ...] batch (as `train_batches`)."""
+    sl = slice(step * batch_size, (step + 1) * batch_size)
+    idx = permutations[:, sl]
+    return sampler.make_batch(images[idx], labels[idx], numbers[:, sl],
+                              mask=np.ones(idx.shape, np.float32))
+
+
+SEED_MAPS = ("vmap", "map")
+_EVAL_SHARED = ("image", "digit", "mask")  # test batch fields common to every seed
+
+
+def _per_seed(fn: Callable, how: str, shared: Sequence[str] = ()) -> Callable:
+    """`fn(state, batch, *rest)` over a leading seed axis; `shared` batch fields have none.
+
+    'vmap' batches the seeds into one wide program; 'map' (`lax.map`) runs the seeds
+    one after another inside one program. They compute the same numbers; which is
+    faster depends on the backend (vmapped convolutions become grouped convolutions,
+    which XLA:CPU runs far slower than K ordinary ones).
+    """
+    if how == "vmap":
+        axes = sampler.Batch(**{f: None if f in shared else 0 for f in sampler.Batch._fields})
+        return lambda state, batch, *rest: jax.vmap(fn, in_axes=(0, axes) + (0,) * len(rest))(
+            state, batch, *rest)
+    if how != "map":
+        raise ValueError(f"seed map must be one of {SEED_MAPS}, not {how!r}")
+
+    def looped(state, batch, *rest):
+        common = {f: getattr(batch, f) for f in shared}
+        own = batch._replace(**{f: None for f in shared})
+        return jax.lax.map(lambda xs: fn(xs[0], xs[1]._replace(**common), *xs[2]),
+                           (state, own, rest))
+
+    return looped
+
+
+def _over_seeds(fn: Callable, sharding: NamedSharding | None, in_specs, out_specs) -> Callable:
+    """`fn` over the seed axis; with a sharding, each device maps over its own seeds.
+
+    Why `shard_map` rather than jit's sharding propagation: in JAX 0.10.2 both
+    partitioners (Shardy and GSPMD) mis-partition a vmapped convolution (a grouped
+    convolution over seeds x channels) whose seed axis is sharded: wrong numbers, or a
+    compile error for 1x1 kernels. Seeds never interact, so a per-device map is exact.
+    """
+    if sharding is None:
+        return fn
+    return jax.shard_map(fn, mesh=sharding.mesh, in_specs=in_specs, out_specs=out_specs)
+
+
+def seeds_train_step(sharding: NamedSharding | None = None, how: str = "vmap") -> Callable:
+    """`train_step` over the seed axis, jitted with state and metrics donated."""
+    seed = PartitionSpec(SEED_AXIS)
+    return jax.jit(_over_seeds(_per_seed(train_step, how), sharding, (seed, seed, seed),
+                               (seed, seed)), donate_argnums=(0, 2))
+
+
+def train_epoch(step: Callable, state: TrainState, metrics: Metrics, images: np.ndarray,
+                labels: np.ndarray, seeds: Sequence[int], epoch: int, batch_size: int,
+                place: Callable[[Any], Any] = jax.device_put,
+                progress: Progress = lambda n: None) -> tuple[TrainState, Metrics]:
+    """One epoch of every seed; the next batch is built and transferred in a thread."""
+    permutations, numbers = epoch_plans(seeds, epoch, len(labels))
+    num_steps = sampler.steps_per_epoch(len(labels), batch_size)
+
+    def build(i: int):
+        return place(stacked_batch(images, labels, permutations, numbers, i, batch_size))
+
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        upcoming = pool.submit(build, 0)
+        for i in range(num_steps):
+            batch = upcoming.result()
+            if i + 1 < num_steps:
+                upcoming = pool.submit(build, i + 1)
+            state, metrics = step(state, batch, metrics)
+            progress(1)
+    return state, metrics
+
+
+# ------------------------------------------------------------------------- evaluation
+
+def eval_batches(config: config_lib.Config, seeds: Sequence[int], mnist: data.Mnist
+                 ) -> list[sampler.Batch]:
+    """Test batches whose images are shared and whose numbers and sums are per seed."""
+    images = sampler.normalise(mnist.test_images)
+    per_seed = [list(sampler.eval_batches(images, mnist.test_labels,
+                                          sampler.test_numbers(s, len(mnist.test_labels)),
+                                          config.eval_batch_size)) for s in seeds]
+    return [batches[0]._replace(number=np.stack([b.number for b in batches]),
+                                sum=np.stack([b.sum for b in batches]))
+            for batches in zip(*per_seed)]  # one test batch in every seed's version
+
+
+def seeds_eval_step(sharding: NamedSharding | None = None, how: str = "vmap") -> Callable:
+    """`eval_step` over the seed axis; the test images are not copied per seed."""
+    seed, common = PartitionSpec(SEED_AXIS), PartitionSpec()
+    batch_specs = sampler.Batch(**{f: common if f in _EVAL_SHARED else seed
+                                   for f in sampler.Batch._fields})
+    return jax.jit(_over_seeds(_per_seed(eval_step, how, _EVAL_SHARED), sharding,
+                               (seed, batch_specs), seed))
+
+
+def evaluate(step: Callable, state: TrainState, batches: Sequence[sampler.Batch]
+             ) -> dict[str, np.ndarray]:
+    """Summed test counts per seed: {name: [K]}."""
+    total = None
+    for batch in batches:
+        sums = step(state, batch)
+        total = sums if total is None else jax.tree_util.tree_map(lambda a, b: a + b, total, sums)
+    return {k: np.asarray(v, np.float64) for k, v in jax.device_get(total).items()}
+
+
+def _place_eval(batches: list[sampler.Batch], sharding: NamedSharding | None):
+    if sharding is None:
+        return jax.device_put(batches)
+    shared = NamedSharding(sharding.mesh, PartitionSpec())
+    spec = sampler.Batch(image=shared, digit=shared, number=sharding, sum=sharding, mask=shared)
+    return [jax.device_put(b, spec) for b in batches]
+
+
+# --------------------------------------------------------------------------- the job
+
+@dataclasses.dataclass
+class SeedsResult:
+    """Per-seed metrics rows (`metrics.KEYS` plus the seed), timings and the final state."""
+
+    seeds: list[int]
+    rows: list[dict[str, Any]]            # one per seed per epoch
+    nonfinite_steps: dict[int, int]       # seed -> first step with a NaN/inf loss
+    timing: dict[str, Any]
+    state: TrainState                     # stacked over seeds
+
+
+def train_seeds(config: config_lib.Config, seeds: Sequence[int], mnist: data.Mnist, *,
+                seed_map: str = "vmap", log: Callable[[str], None] = print,
+                progress: Callable[[int], Progress] | None = None) -> SeedsResult:
+    """Train `config` once per seed, all seeds in one program; evaluate after every epoch.
+
+    `config.seed` is replaced by each of `seeds`; `seed_map` is 'vmap' or 'map' (see
+    `_per_seed`). `progress(epoch)` may return a per-step callback. Compilation is done
+    ahead and timed apart from the epochs.
+    """
+    seeds = [int(s) for s in seeds]
+    config_lib.validate(config, train_size=len(mnist.train_labels))
+    images = sampler.normalise(mnist.train_images)
+    labels = mnist.train_labels.astype(np.int32)
+    steps_per_epoch = sampler.steps_per_epoch(len(labels), config.batch_size)
+    sharding = seed_sharding(len(seeds))
+    place = _placer(sharding)
+    devices = 1 if sharding is None else sharding.mesh.size
+    log(f"{len(seeds)} seeds {seeds} in one program ({seed_map}) on {devices} of "
+        f"{len(jax.devices())} {jax.default_backend()} device(s)")
+
+    t0 = time.perf_counter()
+    state = place(initial_states(config, seeds, steps_per_epoch))
+    zeros = lambda: place(stack([zero_train_metrics()] * len(seeds)))  # noqa: E731
+    test_batches = _place_eval(eval_batches(config, seeds, mnist), sharding)
+    init_seconds = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    permutations, numbers = epoch_plans(seeds, 0, len(labels))
+    example = place(stacked_batch(images, labels, permutations, numbers, 0, config.batch_size))
+    step = seeds_train_step(sharding, seed_map).lower(state, example, zeros()).compile()
+    eval_fn = seeds_eval_step(sharding, seed_map).lower(state, test_batches[0]).compile()
+    compile_seconds = time.perf_counter() - t0
+
+    rows, nonfinite, epoch_seconds, eval_seconds = [], {}, [], []
+    for epoch in range(config.epochs):
+        t0 = time.perf_counter()
+        state, sums = train_epoch(step, state, zeros(), images, labels, seeds, epoch,
+                                  config.batch_size, place,
+                                  progress(epoch) if progress else (lambda n: None))
+        sums = {k: np.asarray(v) for k, v in jax.device_get(sums).items()}
+        epoch_seconds.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        test = evaluate(eval_fn, state, test_batches)
+        eval_seconds.append(time.perf_counter() - t0)
+        step_count = int(np.asarray(jax.device_get(state.step))[0])
+        for i, seed in enumerate(seeds):
+            bad = int(sums["first_nonfinite_step"][i])
+            if bad != int(NO_STEP):
+                nonfinite.setdefault(seed, bad)
+            train_row = metrics_lib.summarise(
+                "train", {k: float(v[i]) for k, v in sums.items()})
+            test_row = metrics_lib.summarise("test", {k: float(v[i]) for k, v in test.items()})
+            row = {"epoch": epoch + 1, "step": step_count, **train_row, **test_row}
+            rows.append({"seed": seed, **{k: row[k] for k in metrics_lib.KEYS}})
+        log(f"epoch {epoch + 1}: {len(seeds)} seeds trained in {epoch_seconds[-1]:.1f}s, "
+            f"evaluated in {eval_seconds[-1]:.1f}s")
+    timing = {"num_seeds": len(seeds), "seed_map": seed_map, "devices": devices,
+              "backend": jax.default_backend(),
+              "train_examples": len(labels), "batch_size": config.batch_size,
+              "init_seconds": init_seconds, "compile_seconds": compile_seconds,
+              "epoch_seconds": epoch_seconds, "eval_seconds": eval_seconds,
+              "seed_images_per_second": [len(seeds) * steps_per_epoch * config.batch_size / s
+                                         for s in epoch_seconds]}
+    return SeedsResult(seeds, rows, nonfinite, timing, state)
+
+
+def mean_std(rows: Sequence[dict[str, Any]], keys: Sequence[str]
+             ) -> dict[str, tuple[float, float]]:
+    """Mean and sample standard deviation (ddof=1; 0 for one seed) of each key over rows."""
+    out = {}
+    for key in keys:
+        values = np.array([r[key] for r in rows], np.float64)
+        out[key] = (float(values.mean()),
+                    float(values.std(ddof=1)) if len(values) > 1 else 0.0)
+    return out

@@ -1,0 +1,114 @@
+"""The benchmark CLI as a smoke test: tiny settings, every figure present and sane."""
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+
+from mnist_plus import benchmark
+from tests.conftest import REPO
+
+TINY = ["--batch-sizes", "16", "--repeats", "2", "--warmup-steps", "1",
+        "--min-repeat-seconds", "0.01", "--train-examples", "256", "--test-examples", "64",
+        "--epoch-examples", "host=0,scan=64", "--matmul-size", "128", "--width", "2",
+        "--batch-size", "16", "--eval-batch-size", "32"]
+
+
+def _bench(*flags):
+    return subprocess.run([sys.executable, "-m", "mnist_plus.benchmark", *flags], cwd=REPO,
+                          capture_output=True, text=True, timeout=300)
+
+
+def _numbers(tree, path=""):
+    if isinstance(tree, dict):
+        for k, v in tree.items():
+            yield from _numbers(v, f"{path}.{k}")
+    elif isinstance(tree, list):
+        for i, v in enumerate(tree):
+            yield from _numbers(v, f"{path}[{i}]")
+    elif isinstance(tree, (int, float)) and not isinstance(tree, bool):
+        yield path, tree
+
+
+def test_benchmark_cli_reports_every_figure(tmp_path):
+    out = tmp_path / "bench.json"
+    result = _bench(*TINY, "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    r = json.loads(out.read_text())
+    assert r["backend"] and r["data"] == "synthetic" and r["train_examples"] == 256
+
+    positive = {
+        "matmul": ("flops", "seconds", "flops_per_second"),
+        "eval": ("seconds", "images_per_second", "compile_seconds"),
+        "first_step": ("process_start_to_first_step_seconds", "import_seconds",
+                       "init_seconds", "first_step_seconds"),
+        "flops_per_image": ("forward", "train_step"),
+    }
+    for section, keys in positive.items():
+        for key in keys:
+            assert r[section][key] > 0, (section, key, r[section][key])
+    [step] = r["train_step"]
+    for key in ("compile_seconds", "step_seconds", "images_per_second", "flops_per_step",
+                "flops_per_image", "flops_per_second", "utilisation"):
+        assert step[key] > 0, (key, step[key])
+    assert step["batch_size"] == 16 and len(step["step_seconds_repeats"]) == 2
+    assert math.isclose(step["images_per_second"], 16 / step["step_seconds"])
+    assert math.isclose(step["utilisation"],
+                        step["flops_per_second"] / r["matmul"]["flops_per_second"])
+    # Training a batch costs more than inferring it: backward pass and optimizer update.
+    assert r["flops_per_image"]["train_step"] > 2 * r["flops_per_image"]["forward"]
+
+    assert [e["loop"] for e in r["epoch"]] == ["host", "scan"]
+    host, scan = r["epoch"]
+    assert host["steps_timed"] == host["steps_per_epoch"] == 16 and not host["extrapolated"]
+    assert scan["steps_timed"] == 4 and scan["extrapolated"]
+    for e in r["epoch"]:
+        for key in ("seconds_timed", "epoch_seconds", "images_per_second", "compile_seconds"):
+            assert e[key] > 0, (e["loop"], key, e[key])
+        assert math.isclose(e["epoch_seconds"],
+                            e["seconds_timed"] * e["steps_per_epoch"] / e["steps_timed"])
+    assert r["eval"]["images"] == 64
+    for path, value in _numbers(r):
+        assert math.isfinite(value) and value >= 0, (path, value)
+
+    text = result.stdout
+    for words in ("dense matmul", "train step", "compile s", "images/s", "util",
+                  "model FLOPs per image", "training epoch", "extrapolated from 4 of 16 steps",
+                  "evaluation:", "process start to first train step"):
+        assert words in text, words
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--batch-sizes", "0"], "give one or more positive integers"),
+    (["--batch-sizes", "a,b"], "not a comma-separated list of integers"),
+    (["--loops", "host,gpu"], "choose from host, scan"),
+    (["--epoch-examples", "warp=3"], "loops are host, scan"),
+    (["--repeats", "0"], "--repeats 0 is invalid"),
+    (["--json", "/nonexistent-dir/b.json"], "cannot write --json"),
+    (["--train-examples", "100", "--batch-sizes", "128"],
+     "batch size 128 is larger than the 100 training examples"),
+])
+def test_bad_flags_get_one_line(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(flags)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+class _Compiled:
+    def __init__(self, analysis):
+        self.analysis = analysis
+
+    def cost_analysis(self):
+        return self.analysis
+
+
+@pytest.mark.parametrize("analysis, flops", [
+    ({"flops": 12.0}, 12.0), ([{"flops": 7.0}], 7.0), ([], None), (None, None),
+    ({"flops": -1.0}, None), ({"bytes accessed": 3.0}, None),
+])
+def test_compiled_flops_reads_every_shape_of_cost_analysis(analysis, flops):
+    assert benchmark.compiled_flops(_Compiled(analysis)) == flops

@@ -1,0 +1,152 @@
+"""Many seeds in one vmapped program: each seed equals a single-seed run of that seed."""
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+
+from mnist_plus import config as config_lib
+from mnist_plus import data, multiseed, sampler
+from mnist_plus import metrics as metrics_lib
+from mnist_plus.checkpointing import Checkpointer
+from mnist_plus.train import initial_state, train_and_evaluate
+from mnist_plus.train_step import zero_train_metrics
+from tests.conftest import REPO
+
+SEEDS = (0, 1)
+# Accuracies are counts over 64 test / 256 train examples; losses are float sums whose
+# order differs between the vmapped and the single program.
+RTOL, ATOL = 1e-4, 1e-5
+
+
+def _config(tfds_dir: str) -> config_lib.Config:
+    return config_lib.Config(epochs=2, batch_size=32, width=4, adder_hidden=16,
+                             eval_batch_size=48, tfds_dir=tfds_dir, loop="host",
+                             progress=False)
+
+
+@pytest.fixture(scope="module")
+def single_runs(prepared_tiny, tmp_path_factory):
+    """{seed: (metrics.jsonl rows, final state)} of `train_and_evaluate`, one run per seed."""
+    tfds_dir, _ = prepared_tiny
+    runs = {}
+    for seed in SEEDS:
+        config = dataclasses.replace(_config(tfds_dir), seed=seed)
+        workdir = str(tmp_path_factory.mktemp(f"seed{seed}"))
+        train_and_evaluate(config, workdir, log=lambda s: None)
+        rows = metrics_lib.JsonlLog(os.path.join(workdir, "metrics.jsonl")).read()
+        checkpointer = Checkpointer(workdir, 3)
+        state, _, _ = checkpointer.restore(initial_state(config, 8), zero_train_metrics(), config)
+        checkpointer.close()
+        runs[seed] = (rows, state)
+    return runs
+
+
+def _assert_rows_match(rows, expected):
+    assert [r["epoch"] for r in rows] == [r["epoch"] for r in expected]
+    for row, want in zip(rows, expected):
+        for key in metrics_lib.KEYS:
+            np.testing.assert_allclose(row[key], want[key], rtol=RTOL, atol=ATOL, err_msg=key)
+
+
+@pytest.mark.parametrize("seed_map", multiseed.SEED_MAPS)
+def test_each_seed_equals_its_single_run(prepared_tiny, single_runs, seed_map):
+    tfds_dir, _ = prepared_tiny
+    mnist = data.load_mnist(tfds_dir)
+    seeds = list(reversed(SEEDS))  # a seed's result must follow the seed, not its position
+    result = multiseed.train_seeds(_config(tfds_dir), seeds, mnist, seed_map=seed_map,
+                                   log=lambda s: None)
+    assert result.seeds == seeds and not result.nonfinite_steps
+    assert len(result.rows) == 2 * len(seeds)
+    for i, seed in enumerate(seeds):
+        expected_rows, expected_state = single_runs[seed]
+        _assert_rows_match([r for r in result.rows if r["seed"] == seed], expected_rows)
+        got = multiseed.unstack(result.state, i)
+        assert int(got.step) == int(expected_state.step) == 16
+        # Adam turns tiny gradient differences (another summation order) into updates
+        # of up to the learning rate (0.01) for near-zero gradients: 1% of that is the
+        # tolerance. A wrong seed or data stream moves parameters by ~1e-2.
+        for name in ("params", "batch_stats", "opt_state"):
+            jax.tree_util.tree_map(
+                lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-4),
+                getattr(got, name), getattr(expected_state, name))
+    # The seeds really differ (no seed's state was broadcast to the others).
+    p0, p1 = (jax.tree_util.tree_leaves(multiseed.unstack(result.state, i).params)[0]
+              for i in (0, 1))
+    assert not np.allclose(p0, p1)
+    timing = result.timing
+    assert timing["num_seeds"] == 2 and timing["seed_map"] == seed_map
+    assert timing["compile_seconds"] > 0
+    assert len(timing["epoch_seconds"]) == 2 and all(s > 0 for s in timing["epoch_seconds"])
+
+
+def test_stacked_batches_are_each_seeds_host_loop_batches():
+    images = np.arange(40 * 28 * 28, dtype=np.float32).reshape(40, 28, 28, 1)
+    labels = np.arange(40, dtype=np.int32) % 10
+    seeds = [3, 5, 8]
+    permutations, numbers = multiseed.epoch_plans(seeds, 2, len(labels))
+    for step in range(4):
+        stacked = multiseed.stacked_batch(images, labels, permutations, numbers, step, 8)
+        assert stacked.image.shape == (3, 8, 28, 28, 1) and stacked.mask.shape == (3, 8)
+        for i, seed in enumerate(seeds):
+            single = list(sampler.train_batches(images, labels, seed, 2, 8))[step]
+            for got, want in zip(stacked, single):
+                np.testing.assert_array_equal(got[i], want)
+
+
+def test_mean_std_uses_the_sample_deviation():
+    stats = multiseed.mean_std([{"a": 1.0}, {"a": 2.0}, {"a": 3.0}], ["a"])
+    assert stats["a"] == (2.0, 1.0)
+    assert multiseed.mean_std([{"a": 0.5}], ["a"])["a"] == (0.5, 0.0)
+
+
+def test_script_shards_seeds_over_two_devices_and_writes_tables(prepared_tiny, single_runs,
+                                                                 tmp_path):
+    tfds_dir, _ = prepared_tiny
+    out = tmp_path / "seeds"
+    c = _config(tfds_dir)
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
+    result = subprocess.run(
+        [sys.executable, os.path.join(REPO, "experiments", "seeds.py"),
+         "--seeds", ",".join(map(str, SEEDS)), "--epochs", str(c.epochs), "--batch-size",
+         str(c.batch_size), "--width", str(c.width), "--adder-hidden", str(c.adder_hidden),
+         "--eval-batch-size", str(c.eval_batch_size), "--tfds-dir", tfds_dir,
+         "--no-progress", "--out", str(out)],
+        cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "2 seeds [0, 1] in one program (vmap) on 2 of 2 cpu device(s)" in result.stdout
+    rows = [json.loads(line) for line in (out / "per_seed.jsonl").read_text().splitlines()]
+    for seed in SEEDS:
+        _assert_rows_match([r for r in rows if r["seed"] == seed], single_runs[seed][0])
+    table = (out / "table.md").read_text()
+    final = [r for r in rows if r["epoch"] == 2]
+    mean = np.mean([r["test_sum_accuracy"] for r in final])
+    std = np.std([r["test_sum_accuracy"] for r in final], ddof=1)
+    assert f"| test_sum_accuracy | {100 * mean:.2f}% | {100 * std:.2f}% |" in table
+    assert "| test_digit_accuracy |" in table and "mean ± sample standard deviation" in table
+    timing = json.loads((out / "timing.json").read_text())
+    assert timing["devices"] == 2 and timing["num_seeds"] == 2
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--loop", "scan"], "--loop scan is not available here"),
+    (["--seeds", "0,x"], "--seeds '0,x' is invalid"),
+    (["--seeds", "1,1"], "give distinct non-negative integers"),
+    (["--seeds", "1", "--num-seeds", "2"], "not allowed with argument"),
+])
+def test_script_rejects_bad_flags_in_one_line(flags, message, capsys):
+    sys.path.insert(0, os.path.join(REPO, "experiments"))
+    try:
+        import seeds as script
+    finally:
+        sys.path.pop(0)
+    with pytest.raises(SystemExit) as exit_info:
+        script.main(flags)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
