@@ -36,10 +36,11 @@ class Config:
     warmup_fraction: float = _field(0.2, "fraction of training spent warming the learning rate up")
     weight_decay: float = _field(1e-4, "decoupled (AdamW) weight decay")
     seed: int = _field(0, "seed of parameters, data order, random numbers and test numbers")
-    width: int = _field(24, "channels of every conv layer (the model's size)")
+    width: int = _field(16, "channels of every conv layer (the model's size)")
     adder_hidden: int = _field(64, "hidden units of each of the adder's two layers")
     adder_input: str = _field("logits", "what the adder sees of the image", choices=ADDER_INPUTS)
-    augment_shift: int = _field(0, "randomly translate training images by up to this many pixels")
+    augment_shift: int = _field(1, "randomly translate training images by up to this many pixels "
+                                "(0: off)")
     holdout: str = _field("none", "(digit, number) pairs never shown in training, to test "
                           "whether the adder generalises: 'sum9' (all pairs adding to 9) or "
                           "'random20' (20 pairs drawn from the seed)", choices=HOLDOUTS)

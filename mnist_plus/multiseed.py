@@ -79,19 +79,29 @@ def _placer(sharding: NamedSharding | None) -> Callable[[Any], Any]:
 
 # --------------------------------------------------------------------------- training
 
-def epoch_plans(seeds: Sequence[int], epoch: int, num_examples: int
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """[K, N] example orders and numbers: each seed's own `sampler.epoch_plan`."""
-    plans = [sampler.epoch_plan(s, epoch, num_examples) for s in seeds]
-    return np.stack([p for p, _ in plans]), np.stack([n for _, n in plans])
+def epoch_plans(seeds: Sequence[int], epoch: int, labels: np.ndarray, max_shift: int = 0,
+                holdout: str = "none") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[K, N] example orders, numbers and [K, N, 2] shifts: each seed's own stream, as
+    the single-seed loops draw it (`sampler.epoch_plan`, `sampler.epoch_shifts`)."""
+    n = len(labels)
+    plans = [sampler.epoch_plan(s, epoch, n, labels, sampler.held_out_pairs(holdout, s))
+             for s in seeds]
+    shifts = [sampler.epoch_shifts(s, epoch, n, max_shift) for s in seeds]
+    return np.stack([p for p, _ in plans]), np.stack([k for _, k in plans]), np.stack(shifts)
 
 
-def stacked_batch(images: np.ndarray, labels: np.ndarray, permutations: np.ndarray,
-                  numbers: np.ndarray, step: int, batch_size: int) -> sampler.Batch:
+def stacked_batch(images: np.ndarray, labels: np.ndarray, plans: tuple[np.ndarray, ...],
+                  step: int, batch_size: int, max_shift: int = 0) -> sampler.Batch:
     """Step `step` of every seed's epoch as one [K, B, ...] batch (as `train_batches`)."""
+    permutations, numbers, shifts = plans
     sl = slice(step * batch_size, (step + 1) * batch_size)
     idx = permutations[:, sl]
-    return sampler.make_batch(images[idx], labels[idx], numbers[:, sl],
+    batch_images = images[idx]
+    if max_shift:
+        flat = batch_images.reshape((-1,) + batch_images.shape[2:])
+        batch_images = sampler.translate(flat, shifts[:, sl].reshape(-1, 2)).reshape(
+            batch_images.shape)
+    return sampler.make_batch(batch_images, labels[idx], numbers[:, sl],
                               mask=np.ones(idx.shape, np.float32))
 
 
@@ -146,13 +156,14 @@ def seeds_train_step(sharding: NamedSharding | None = None, how: str = "vmap") -
 def train_epoch(step: Callable, state: TrainState, metrics: Metrics, images: np.ndarray,
                 labels: np.ndarray, seeds: Sequence[int], epoch: int, batch_size: int,
                 place: Callable[[Any], Any] = jax.device_put,
-                progress: Progress = lambda n: None) -> tuple[TrainState, Metrics]:
+                progress: Progress = lambda n: None, max_shift: int = 0,
+                holdout: str = "none") -> tuple[TrainState, Metrics]:
     """One epoch of every seed; the next batch is built and transferred in a thread."""
-    permutations, numbers = epoch_plans(seeds, epoch, len(labels))
+    plans = epoch_plans(seeds, epoch, labels, max_shift, holdout)
     num_steps = sampler.steps_per_epoch(len(labels), batch_size)
 
     def build(i: int):
-        return place(stacked_batch(images, labels, permutations, numbers, i, batch_size))
+        return place(stacked_batch(images, labels, plans, i, batch_size, max_shift))
 
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         upcoming = pool.submit(build, 0)
@@ -246,8 +257,9 @@ def train_seeds(config: config_lib.Config, seeds: Sequence[int], mnist: data.Mni
     init_seconds = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    permutations, numbers = epoch_plans(seeds, 0, len(labels))
-    example = place(stacked_batch(images, labels, permutations, numbers, 0, config.batch_size))
+    plans = epoch_plans(seeds, 0, labels, config.augment_shift, config.holdout)
+    example = place(stacked_batch(images, labels, plans, 0, config.batch_size,
+                                  config.augment_shift))
     step = seeds_train_step(sharding, seed_map).lower(state, example, zeros()).compile()
     eval_fn = seeds_eval_step(sharding, seed_map).lower(state, test_batches[0]).compile()
     compile_seconds = time.perf_counter() - t0
@@ -257,7 +269,8 @@ def train_seeds(config: config_lib.Config, seeds: Sequence[int], mnist: data.Mni
         t0 = time.perf_counter()
         state, sums = train_epoch(step, state, zeros(), images, labels, seeds, epoch,
                                   config.batch_size, place,
-                                  progress(epoch) if progress else (lambda n: None))
+                                  progress(epoch) if progress else (lambda n: None),
+                                  config.augment_shift, config.holdout)
         sums = {k: np.asarray(v) for k, v in jax.device_get(sums).items()}
         epoch_seconds.append(time.perf_counter() - t0)
         t0 = time.perf_counter()

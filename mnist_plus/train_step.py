@@ -34,14 +34,22 @@ class TrainState(struct.PyTreeNode):
 
 def create_state(model: MnistPlusNet, tx: optax.GradientTransformation,
                  key: jax.Array) -> TrainState:
-    """Initialise parameters from `key` (derived from the config's seed by the caller)."""
+    """Initialise parameters from `key` (derived from the config's seed by the caller).
+
+    Jitted as one program: run eagerly, every initialiser op compiles on its own
+    first use, which took seconds (most of the time to the first train step).
+    """
     image = jnp.zeros((1, 28, 28, 1), jnp.float32)
     number = jnp.zeros((1, NUM_NUMBERS), jnp.float32)
-    variables = model.init(key, image, number, train=False)
-    params = variables["params"]
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params,
-                      batch_stats=variables["batch_stats"], opt_state=tx.init(params),
-                      apply_fn=model.apply, tx=tx)
+
+    def init(key: jax.Array) -> TrainState:
+        variables = model.init(key, image, number, train=False)
+        params = variables["params"]
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params,
+                          batch_stats=variables["batch_stats"], opt_state=tx.init(params),
+                          apply_fn=model.apply, tx=tx)
+
+    return jax.jit(init)(key)
 
 
 def _losses(digit_logits, sum_logits, batch: Batch) -> tuple[jax.Array, jax.Array]:

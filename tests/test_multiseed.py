@@ -89,12 +89,14 @@ def test_stacked_batches_are_each_seeds_host_loop_batches():
     images = np.arange(40 * 28 * 28, dtype=np.float32).reshape(40, 28, 28, 1)
     labels = np.arange(40, dtype=np.int32) % 10
     seeds = [3, 5, 8]
-    permutations, numbers = multiseed.epoch_plans(seeds, 2, len(labels))
+    plans = multiseed.epoch_plans(seeds, 2, labels, max_shift=2, holdout="random20")
     for step in range(4):
-        stacked = multiseed.stacked_batch(images, labels, permutations, numbers, step, 8)
+        stacked = multiseed.stacked_batch(images, labels, plans, step, 8, max_shift=2)
         assert stacked.image.shape == (3, 8, 28, 28, 1) and stacked.mask.shape == (3, 8)
         for i, seed in enumerate(seeds):
-            single = list(sampler.train_batches(images, labels, seed, 2, 8))[step]
+            single = list(sampler.train_batches(
+                images, labels, seed, 2, 8, max_shift=2,
+                held_out=sampler.held_out_pairs("random20", seed)))[step]
             for got, want in zip(stacked, single):
                 np.testing.assert_array_equal(got[i], want)
 
