@@ -88,7 +88,7 @@ def main() -> None:
                     continue
                 config = config_lib.Config(epochs=epochs, width=width, seed=seed,
                                            tfds_dir=args.tfds_dir, mnist_dir=args.mnist_dir,
-                                           progress=False)
+                                           progress=False, report=False, log_every_steps=0)
                 workdir = os.path.join(args.out, f"w{width}-e{epochs}-s{seed}")
                 summary = train_and_evaluate(config, workdir, log=lambda s: None)
                 row = {"width": width, "epochs": epochs, "seed": seed,
