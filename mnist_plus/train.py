@@ -159,12 +159,14 @@ def train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool =
         if restored is not None:
             state, train_sums, meta = restored
             epoch, start = meta["epoch"], meta["step_in_epoch"]
-            log(f"resumed from checkpoint at step {meta['global_step']} "
-                f"(epoch {epoch + 1}, step {start} of {steps_per_epoch})")
+            if epoch < config.epochs:
+                log(f"resumed from checkpoint at step {meta['global_step']} "
+                    f"(epoch {epoch + 1}, step {start} of {steps_per_epoch})")
         metrics_log.truncate_after(epoch)
         timing_log.truncate_after(epoch)
         if epoch >= config.epochs:
-            log(f"training already finished ({config.epochs} epochs); nothing to do")
+            log(f"training already finished ({config.epochs} epochs, checkpoint at step "
+                f"{int(state.step)}); nothing to do")
             _report(config, workdir, mnist, log)
             return _finish(workdir, metrics_log, timing_log, load_seconds, None, log)
 
