@@ -6,8 +6,8 @@ of training and the model's width, over several seeds.
 
 Each (width, epochs, seed) is its own run with its own one-cycle schedule, so "3
 epochs" means a full 3-epoch schedule, not the third epoch of a longer one. Writes
-results.jsonl, a markdown table (mean and standard deviation over seeds) and
-capacity.png.
+results.jsonl, a markdown table (mean and sample standard deviation over seeds) and
+capacity.png. Finished runs are kept in results.jsonl and not repeated.
 """
 
 from __future__ import annotations
@@ -35,8 +35,9 @@ def table(rows: list[dict]) -> str:
         group = [r for r in rows if r["width"] == width and r["epochs"] == epochs]
         d = 100 * np.array([r["digit_accuracy"] for r in group])
         s = 100 * np.array([r["sum_accuracy"] for r in group])
+        std = (lambda x: x.std(ddof=1)) if len(group) > 1 else (lambda x: 0.0)
         lines.append(f"| {width} | {group[0]['parameters']:,} | {epochs} | "
-                     f"{d.mean():.2f} ± {d.std():.2f}% | {s.mean():.2f} ± {s.std():.2f}% | "
+                     f"{d.mean():.2f} ± {std(d):.2f}% | {s.mean():.2f} ± {std(s):.2f}% | "
                      f"{len(group)} |")
     return "\n".join(lines)
 
@@ -54,7 +55,8 @@ def plot(rows: list[dict], path: str) -> None:
             epochs = sorted({r["epochs"] for r in rows if r["width"] == width})
             acc = [[100 * r[key] for r in rows if r["width"] == width and r["epochs"] == e]
                    for e in epochs]
-            ax.errorbar(epochs, [np.mean(a) for a in acc], yerr=[np.std(a) for a in acc],
+            ax.errorbar(epochs, [np.mean(a) for a in acc],
+                        yerr=[np.std(a, ddof=1) if len(a) > 1 else 0.0 for a in acc],
                         marker="o", capsize=3, label=f"width {width}")
         ax.set_title(f"Test accuracy, {title}")
         ax.set_xlabel("epochs (each a full one-cycle schedule)")
