@@ -26,6 +26,20 @@ from mnist_plus.train_step import Metrics, TrainState, train_step
 Progress = Callable[[int], None]
 
 
+def split_at_multiples(start: int, stop: int, every: int,
+                       offset: int = 0) -> list[tuple[int, int]]:
+    """[start, stop) cut into pieces wherever `offset + step` is a multiple of `every`.
+
+    Where a loop must pause (to checkpoint or log) without changing what it computes.
+    `every` <= 0 means no cuts.
+    """
+    if every <= 0:
+        return [(start, stop)]
+    cuts = [s for s in range(start + 1, stop) if (offset + s) % every == 0]
+    bounds = [start] + cuts + [stop]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
 def choose_loop(name: str, backend: str | None = None) -> str:
     """'auto' -> the loop measured fastest on this backend (host on CPU, scan elsewhere)."""
     if name != "auto":

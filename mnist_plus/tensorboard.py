@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from typing import Any, Mapping
 
+from mnist_plus import loops
 from mnist_plus import metrics as metrics_lib
 
 FOLDER = "tensorboard"
@@ -68,12 +69,6 @@ class TensorBoard:
         self._writer.close()
 
 
-def _cuts(start: int, stop: int, every: int) -> list[tuple[int, int]]:
-    """[start, stop) cut at the multiples of `every` (steps counted within the epoch)."""
-    bounds = [start] + [s for s in range(start + 1, stop) if s % every == 0] + [stop]
-    return list(zip(bounds[:-1], bounds[1:]))
-
-
 class _LoggingLoop:
     """Runs the wrapped loop piecewise; at each multiple of N steps of the epoch, logs the
     steps since the previous log (N of them, fewer just after a mid-epoch resume)."""
@@ -91,7 +86,7 @@ class _LoggingLoop:
         every = self._tb.every_steps
         if self._epoch != epoch:  # a new epoch, or the first one of a (resumed) session
             self._epoch, self._window_start = epoch, metrics_lib.to_host(metrics)
-        for a, b in _cuts(start, stop, every):
+        for a, b in loops.split_at_multiples(start, stop, every):  # steps within the epoch
             state, metrics = self._loop.run(state, metrics, epoch, a, b, progress=progress)
             if b % every == 0:
                 # Read now: the next call may donate (invalidate) `metrics`.

@@ -99,17 +99,6 @@ def make_evaluator(config: config_lib.Config, mnist: data.Mnist
     return evaluate
 
 
-def _segments(epoch: int, start: int, steps_per_epoch: int, every: int) -> list[tuple[int, int]]:
-    """[start, stop) pieces of an epoch, cut where the global step hits a multiple of `every`."""
-    if every <= 0:
-        return [(start, steps_per_epoch)]
-    base = epoch * steps_per_epoch
-    cuts = [s - base for s in range(base + start + 1, base + steps_per_epoch)
-            if s % every == 0]
-    bounds = [start] + cuts + [steps_per_epoch]
-    return list(zip(bounds[:-1], bounds[1:]))
-
-
 def _check_finite(train_sums: dict[str, Any], epoch: int, last_good: int | None) -> None:
     bad = int(np.asarray(jax.device_get(train_sums["first_nonfinite_step"])))
     if bad != int(NO_STEP):
@@ -190,8 +179,10 @@ def train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool =
                 if bar:
                     bar.update(n)
 
-            for seg_start, seg_stop in _segments(epoch, start, steps_per_epoch,
-                                                 config.checkpoint_every_steps):
+            # Cut where the global step hits a multiple of --checkpoint-every-steps.
+            for seg_start, seg_stop in loops.split_at_multiples(
+                    start, steps_per_epoch, config.checkpoint_every_steps,
+                    offset=epoch * steps_per_epoch):
                 state, train_sums = loop.run(state, train_sums, epoch, seg_start, seg_stop,
                                              progress=progress)
                 _check_finite(train_sums, epoch, last_good)

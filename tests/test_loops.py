@@ -47,3 +47,11 @@ def test_host_and_scan_loops_compute_the_same_training(prepared_tiny):
     for a, b in zip(jax.tree_util.tree_leaves(host_params),
                     jax.tree_util.tree_leaves(scan_params)):
         np.testing.assert_allclose(a, b, rtol=1e-2, atol=1e-3)
+
+
+def test_split_at_multiples_cuts_where_checkpoints_and_logs_fall():
+    # Epoch 1 of 8 steps, every 3 global steps: global steps 9, 12, 15 are steps 1, 4, 7.
+    assert loops.split_at_multiples(0, 8, 3, offset=8) == [(0, 1), (1, 4), (4, 7), (7, 8)]
+    assert loops.split_at_multiples(5, 8, 3, offset=8) == [(5, 7), (7, 8)]
+    assert loops.split_at_multiples(2, 8, 0) == [(2, 8)]
+    assert loops.split_at_multiples(0, 250, 100) == [(0, 100), (100, 200), (200, 250)]
