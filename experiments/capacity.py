@@ -20,7 +20,8 @@ import numpy as np
 
 from mnist_plus import config as config_lib
 from mnist_plus.model import param_count
-from mnist_plus.train import initial_state, train_and_evaluate
+from mnist_plus.state import create_state
+from mnist_plus.train import train_and_evaluate
 
 
 def _ints(text: str) -> list[int]:
@@ -94,7 +95,7 @@ def main() -> None:
                 workdir = os.path.join(args.out, f"w{width}-e{epochs}-s{seed}")
                 summary = train_and_evaluate(config, workdir, log=lambda s: None)
                 row = {"width": width, "epochs": epochs, "seed": seed,
-                       "parameters": param_count(initial_state(config, 1).params),
+                       "parameters": param_count(create_state(config, 1).params),
                        "digit_accuracy": summary["final"]["test_digit_accuracy"],
                        "sum_accuracy": summary["final"]["test_sum_accuracy"],
                        "train_seconds": summary["train_seconds"]}

@@ -27,37 +27,29 @@ FLAG_SETS = {
 
 
 def _median_ms(fn, *args, repeats: int = 5, inner: int = 10) -> float:
-    import jax
+    from mnist_plus.benchmark import median_seconds
 
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for _ in range(inner):
-            out = fn(*args)
-        jax.block_until_ready(out)
-        times.append((time.perf_counter() - start) / inner * 1e3)
-    return statistics.median(times)
+    return median_seconds(lambda: fn(*args), repeats=repeats, inner=inner) * 1e3
 
 
 def step_ms(width: int, batch_size: int) -> dict[str, float]:
     """Full train step, and its forward / gradient parts, in ms."""
+    import dataclasses
+
     import jax
     import jax.numpy as jnp
-    import numpy as np
     import optax
 
-    from mnist_plus import sampler
-    from mnist_plus.model import MnistPlusNet
-    from mnist_plus.train_step import create_state, train_step, zero_train_metrics
+    from mnist_plus.benchmark import synthetic_batch
+    from mnist_plus.config import Config
+    from mnist_plus.model import build_model
+    from mnist_plus.state import init_state
+    from mnist_plus.train_step import train_step, zero_train_metrics
 
-    net = MnistPlusNet(width=width)
-    state = create_state(net, optax.adamw(1e-3), jax.random.key(0))
-    rng = np.random.default_rng(0)
-    batch = jax.device_put(sampler.make_batch(
-        rng.normal(size=(batch_size, 28, 28, 1)).astype(np.float32),
-        rng.integers(0, 10, batch_size), rng.integers(0, 10, batch_size)))
-    variables = {"params": state.params, "batch_stats": state.batch_stats}
+    net = build_model(dataclasses.replace(Config(), width=width))
+    state = init_state(net, optax.adamw(1e-3), jax.random.key(0))
+    batch = jax.device_put(synthetic_batch(batch_size))
+    variables = state.variables
 
     def loss(params, batch):
         (d, s), _ = net.apply({"params": params, "batch_stats": state.batch_stats}, batch.image,
@@ -91,10 +83,13 @@ def conv_layers(width: int, batch_size: int) -> list[dict]:
                                     for j in range(k)], -1) if k > 1 else x)
         return patches @ w.reshape(-1, w.shape[-1])
 
-    from mnist_plus.model import conv_shapes
+    import dataclasses
+
+    from mnist_plus.config import Config
+    from mnist_plus.model import build_model, conv_shapes
 
     rows = []
-    for side, cin, cout, k in conv_shapes(width):
+    for side, cin, cout, k in conv_shapes(build_model(dataclasses.replace(Config(), width=width))):
         x = jnp.ones((batch_size, side, side, cin))
         w = jnp.full((k, k, cin, cout), 0.1)
         row = {"layer": f"{side}x{side}x{cin} -> {cout} ({k}x{k})",

@@ -37,10 +37,11 @@ import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mnist_plus import config as config_lib  # noqa: E402
-from mnist_plus import data, loops, sampler, train  # noqa: E402
+from mnist_plus import data, evaluation, loops, sampler  # noqa: E402
 from mnist_plus.cli import config_from_args, config_parser, run_main  # noqa: E402
 from mnist_plus.errors import MnistPlusError, UsageError  # noqa: E402
-from mnist_plus.train_step import TrainState, train_step, zero_train_metrics  # noqa: E402
+from mnist_plus.state import TrainState, create_state  # noqa: E402
+from mnist_plus.train_step import train_step, zero_train_metrics  # noqa: E402
 
 _IMPORTED = time.time()
 
@@ -54,11 +55,44 @@ CPU_SCAN_EPOCH_EXAMPLES = 2560
 
 # ----------------------------------------------------------------------------- helpers
 
-def _timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    """Seconds for `fn()` to finish on the device (not just to be dispatched)."""
+def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
+    """Seconds for `fn()` to finish on the device (not just to be dispatched).
+
+    The one timer of the benchmark and of `experiments/` profiling scripts."""
     start = time.perf_counter()
     out = jax.block_until_ready(fn())
     return time.perf_counter() - start, out
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int = 5, inner: int = 1) -> float:
+    """Median over `repeats` of the seconds per call of `fn`, each repeat `inner` calls,
+    after one untimed call (which compiles)."""
+    timed(fn)
+
+    def one() -> float:
+        start = time.perf_counter()
+        out = None
+        for _ in range(inner):
+            out = fn()
+        jax.block_until_ready(out)
+        return (time.perf_counter() - start) / inner
+
+    return statistics.median(one() for _ in range(repeats))
+
+
+def synthetic_batch(batch_size: int, images: np.ndarray | None = None,
+                    labels: np.ndarray | None = None, seed: int = 0) -> sampler.Batch:
+    """A training batch of MNIST's shapes: from the first `batch_size` of `images`/`labels`
+    (uint8, as loaded) or random ones; numbers cycle through 0..9. Host arrays."""
+    if images is None:
+        rng = np.random.default_rng(seed)
+        images = rng.integers(0, 256, (batch_size, 28, 28, 1), dtype=np.uint8)
+        labels = rng.integers(0, 10, batch_size).astype(np.int32)
+    numbers = np.arange(batch_size) % sampler.NUM_NUMBERS
+    return sampler.make_batch(sampler.normalise(images[:batch_size]), labels[:batch_size],
+                              numbers)
+
+
 
 
 def compiled_flops(compiled: Any) -> float | None:
@@ -105,8 +139,8 @@ def bench_matmul(size: int, repeats: int) -> dict[str, Any]:
     b = jax.random.normal(jax.random.key(1), (size, size), jnp.float32)
     compiled = jax.jit(jnp.matmul).lower(a, b).compile()
     flops = compiled_flops(compiled) or 2.0 * size ** 3
-    _timed(lambda: compiled(a, b))
-    seconds = statistics.median(_timed(lambda: compiled(a, b))[0] for _ in range(repeats))
+    timed(lambda: compiled(a, b))
+    seconds = statistics.median(timed(lambda: compiled(a, b))[0] for _ in range(repeats))
     return {"size": size, "dtype": "float32", "flops": flops, "seconds": seconds,
             "flops_per_second": flops / seconds}
 
@@ -119,9 +153,7 @@ def bench_train_step(state: TrainState, mnist: data.Mnist, batch_size: int, warm
     The step is jitted with the state (consumed) and metrics donated, as the host loop
     does, and fed one device-resident batch: the step alone, without data feeding.
     """
-    images = sampler.normalise(mnist.train_images[:batch_size])
-    numbers = np.arange(batch_size) % sampler.NUM_NUMBERS
-    batch = jax.device_put(sampler.make_batch(images, mnist.train_labels[:batch_size], numbers))
+    batch = jax.device_put(synthetic_batch(batch_size, mnist.train_images, mnist.train_labels))
     metrics = jax.block_until_ready(zero_train_metrics())
     jax.clear_caches()
 
@@ -129,15 +161,15 @@ def bench_train_step(state: TrainState, mnist: data.Mnist, batch_size: int, warm
         compiled = jax.jit(train_step, donate_argnums=(0, 2)).lower(state, batch, metrics).compile()
         return compiled, compiled(state, batch, metrics)
 
-    first_seconds, (step, (state, metrics)) = _timed(first_call)
+    first_seconds, (step, (state, metrics)) = timed(first_call)
     for _ in range(warmup):
         state, metrics = step(state, batch, metrics)
-    one, (state, metrics) = _timed(lambda: step(state, batch, metrics))
+    one, (state, metrics) = timed(lambda: step(state, batch, metrics))
     steps_per_repeat = max(1, math.ceil(min_repeat_seconds / max(one, 1e-6)))
 
     def repeat():
         nonlocal state, metrics
-        seconds, (state, metrics) = _timed(lambda: _run_steps(step, state, batch, metrics,
+        seconds, (state, metrics) = timed(lambda: _run_steps(step, state, batch, metrics,
                                                               steps_per_repeat))
         return seconds / steps_per_repeat
 
@@ -163,12 +195,10 @@ def _run_steps(step, state, batch, metrics, n: int):
 
 def forward_flops_per_image(state: TrainState, batch_size: int) -> float | None:
     """The model's inference FLOPs per image (both heads), from XLA's cost analysis."""
-    batch = sampler.make_batch(np.zeros((batch_size, 28, 28, 1), np.float32),
-                               np.zeros(batch_size, np.int32), np.zeros(batch_size, np.int32))
+    batch = synthetic_batch(batch_size)
 
     def forward(state, batch):
-        return state.apply_fn({"params": state.params, "batch_stats": state.batch_stats},
-                              batch.image, batch.number, train=False)
+        return state.apply_fn(state.variables, batch.image, batch.number, train=False)
 
     flops = compiled_flops(jax.jit(forward).lower(state, batch).compile())
     return flops / batch_size if flops else None
@@ -193,8 +223,8 @@ def bench_epoch(state: TrainState, config: config_lib.Config, mnist: data.Mnist,
     setup_seconds = time.perf_counter() - t0
     jax.block_until_ready((state, warm_metrics, metrics))
     jax.clear_caches()
-    warm_seconds, (state, _) = _timed(lambda: loop.run(state, warm_metrics, 0, 0, warm))
-    seconds, _ = _timed(lambda: loop.run(state, metrics, 1, 0, steps))
+    warm_seconds, (state, _) = timed(lambda: loop.run(state, warm_metrics, 0, 0, warm))
+    seconds, _ = timed(lambda: loop.run(state, metrics, 1, 0, steps))
     per_step = seconds / steps
     return {"loop": loop_name, "batch_size": config.batch_size, "setup_seconds": setup_seconds,
             "steps_timed": steps, "steps_per_epoch": steps_per_epoch, "seconds_timed": seconds,
@@ -205,11 +235,12 @@ def bench_epoch(state: TrainState, config: config_lib.Config, mnist: data.Mnist,
 
 def bench_eval(state: TrainState, config: config_lib.Config, mnist: data.Mnist,
                repeats: int) -> dict[str, Any]:
-    """Throughput of `train.make_evaluator` on the test set (with its all-numbers pass)."""
-    evaluate = train.make_evaluator(config, mnist)
+    """Throughput of training's evaluator on the test set (with its all-numbers pass)."""
+    evaluator = evaluation.evaluator_for(config, mnist.test_images, mnist.test_labels)
     jax.clear_caches()
-    first, _ = _timed(lambda: evaluate(state))
-    seconds = statistics.median(_timed(lambda: evaluate(state))[0] for _ in range(repeats))
+    first, _ = timed(lambda: evaluator.metrics(state))
+    seconds = statistics.median(timed(lambda: evaluator.metrics(state))[0]
+                                for _ in range(repeats))
     n = len(mnist.test_labels)
     return {"images": n, "batch_size": config.eval_batch_size, "seconds": seconds,
             "images_per_second": n / seconds, "compile_seconds": first - seconds}
@@ -221,7 +252,7 @@ def first_step_probe(args: argparse.Namespace, config: config_lib.Config) -> dic
     t0 = time.time()
     mnist = load_data(args, config)
     t_data = time.time()
-    state = train.initial_state(config, sampler.steps_per_epoch(len(mnist.train_labels),
+    state = create_state(config, sampler.steps_per_epoch(len(mnist.train_labels),
                                                                 config.batch_size))
     loop = loops.make_loop(config.loop, sampler.normalise(mnist.train_images),
                            mnist.train_labels, config.seed, config.batch_size)
@@ -413,10 +444,10 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     # jax.clear_caches() below would make the next one recompile all those ops.
     steps_per_epoch = lambda b: sampler.steps_per_epoch(n_train, b)  # noqa: E731
     states = section("init", lambda: jax.block_until_ready({
-        "step": [train.initial_state(config, steps_per_epoch(b)) for b in args.batch_sizes],
-        "epoch": [train.initial_state(config, steps_per_epoch(config.batch_size))
+        "step": [create_state(config, steps_per_epoch(b)) for b in args.batch_sizes],
+        "epoch": [create_state(config, steps_per_epoch(config.batch_size))
                   for _ in args.loops],
-        "eval": train.initial_state(config, steps_per_epoch(config.batch_size))}))
+        "eval": create_state(config, steps_per_epoch(config.batch_size))}))
     backend = jax.default_backend()
     matmul = section("matmul", lambda: bench_matmul(
         args.matmul_size or (2048 if backend == "cpu" else 8192), args.repeats))

@@ -18,9 +18,13 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from jax.sharding import Mesh
+
 from mnist_plus import config as config_lib
+from mnist_plus import mesh as mesh_lib
 from mnist_plus.errors import DivergedError, UsageError
-from mnist_plus.train_step import Metrics, TrainState
+from mnist_plus.state import TrainState
+from mnist_plus.train_step import Metrics
 
 
 def _saved_tree(state: TrainState, metrics: Metrics) -> dict[str, Any]:
@@ -42,12 +46,20 @@ def nonfinite_leaves(tree: Any) -> list[str]:
 class Checkpointer:
     """A thin wrapper that fixes the layout and the resume rules of this project."""
 
-    def __init__(self, workdir: str, keep: int):
+    def __init__(self, workdir: str, keep: int, read_only: bool = False):
+        """`read_only`: for readers (report, predict): never creates, prunes or cleans
+        anything, and involves only this process, so process 0 of a multi-process run
+        can read checkpoints alone (a writer's manager synchronises all processes)."""
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
-        self._manager = ocp.CheckpointManager(
-            self.directory,
-            options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                                 cleanup_tmp_directories=True))
+        if read_only:
+            me = jax.process_index()
+            options = ocp.CheckpointManagerOptions(
+                read_only=True, multiprocessing_options=ocp.options.MultiprocessingOptions(
+                    primary_host=me, active_processes={me}))
+        else:
+            options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
+                                                   cleanup_tmp_directories=True)
+        self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
@@ -80,10 +92,14 @@ class Checkpointer:
             meta=ocp.args.JsonRestore())).meta
 
     def restore(self, state: TrainState, metrics: Metrics, config: config_lib.Config,
-                step: int | None = None,
+                step: int | None = None, mesh: Mesh | None = None,
                 ) -> tuple[TrainState, Metrics, dict[str, Any]] | None:
         """Checkpoint `step` (default: the newest complete one), or None if there is none;
-        refuses one written with another config."""
+        refuses one written with another config.
+
+        With `mesh`, arrays are restored replicated over it, whatever mesh saved them
+        (a run saved on 4 devices resumes on 1 and the other way round); without, as
+        host NumPy arrays. `state` and `metrics` give the structure (shapes suffice)."""
         step = self.latest_step() if step is None else step
         if step is None:
             return None
@@ -95,7 +111,14 @@ class Checkpointer:
                 f"the checkpoint in {self.directory} was written with another config "
                 f"({'; '.join(differences)}): rerun with the same flags, use another "
                 f"--workdir, or pass --fresh to start over (old files are moved aside)")
-        target = jax.tree_util.tree_map(np.asarray, _saved_tree(state, metrics))
+        if mesh is None:
+            target = jax.tree_util.tree_map(
+                lambda x: np.zeros(x.shape, x.dtype), _saved_tree(state, metrics))
+        else:
+            rep = mesh_lib.replicated(mesh)
+            target = jax.tree_util.tree_map(
+                lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=rep),
+                _saved_tree(state, metrics))
         restored = self._manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.StandardRestore(target))).state
         s = restored["state"]

@@ -44,8 +44,12 @@ class Config:
     holdout: str = _field("none", "(digit, number) pairs never shown in training, to test "
                           "whether the adder generalises: 'sum9' (all pairs adding to 9) or "
                           "'random20' (20 pairs drawn from the seed)", choices=HOLDOUTS)
-    # How the run goes: may change on resume (loop and eval_batch_size: last bits only).
+    # How the run goes: may change on resume (loop, eval_batch_size and num_devices: last
+    # bits only).
     eval_batch_size: int = _field(1000, "evaluation batch size", resume=True)
+    num_devices: int = _field(0, "data-parallel over the first N devices (0: all of the default "
+                              "backend's; the batch is split over them, so --batch-size must be "
+                              "divisible by N)", resume=True)
     loop: str = _field("auto", "training loop: 'host' (per-step jit fed from NumPy), 'scan' "
                        "(data on device, lax.scan over steps), 'auto' (the faster one measured "
                        "for the backend)", resume=True, choices=LOOPS)
@@ -78,6 +82,9 @@ def validate(config: Config, train_size: int | None = None) -> Config:
         raise bad("seed", config.seed, "it must be an integer from 0 to 2**63 - 1")
     if not (isinstance(config.augment_shift, int) and 0 <= config.augment_shift <= 8):
         raise bad("augment_shift", config.augment_shift, "it must be an integer in 0..8")
+    if not (isinstance(config.num_devices, int) and config.num_devices >= 0):
+        raise bad("num_devices", config.num_devices, "it must be 0 (all devices) or a positive "
+                  "number of devices")
     for name in ("checkpoint_every_steps", "log_every_steps"):
         if getattr(config, name) < 0:
             raise bad(name, getattr(config, name),

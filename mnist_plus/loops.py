@@ -2,26 +2,32 @@
 
 - `HostLoop`: a per-step jitted program fed from NumPy, with the next batch
   prepared and transferred in a background thread while the current step runs,
-  and the train state donated. Fastest on CPU (measured: see README).
-- `ScanLoop`: the normalised training set lives on the device and `lax.scan`
+  and the train state donated. Fastest on CPU (measured: see README). Each process
+  builds only its own rows of every global batch.
+- `ScanLoop`: the normalised training set lives on every device and `lax.scan`
   runs many steps per dispatch; no host round trip per step. Meant for GPUs.
 
 Both draw the same batches from `sampler.epoch_plan` and call the same
-`train_step`, so a run may switch between them freely.
+`train_step`, so a run may switch between them freely. On a mesh the batch is split
+over the `data` axis and the state replicated: the step is written for the global
+batch, so N devices compute the same optimisation as one.
 """
 
 from __future__ import annotations
 
 import queue
 import threading
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
+from mnist_plus import mesh as mesh_lib
 from mnist_plus import sampler
-from mnist_plus.train_step import Metrics, TrainState, train_step
+from mnist_plus.state import TrainState
+from mnist_plus.train_step import Metrics, train_step
 
 Progress = Callable[[int], None]
 
@@ -48,8 +54,19 @@ def choose_loop(name: str, backend: str | None = None) -> str:
     return "host" if backend == "cpu" else "scan"
 
 
-def prefetch(batches: Iterator, size: int = 2) -> Iterator:
-    """Yield device-resident batches, preparing the next ones in a thread."""
+def jit_step(step: Callable, mesh: Mesh | None) -> Callable:
+    """`step(state, batch, metrics)` jitted with state and metrics donated; on a mesh,
+    with the state and metrics replicated and the batch split over the mesh's axis."""
+    if mesh is None:
+        return jax.jit(step, donate_argnums=(0, 2))
+    rep, split = mesh_lib.replicated(mesh), mesh_lib.split(mesh)
+    return jax.jit(step, donate_argnums=(0, 2), in_shardings=(rep, split, rep),
+                   out_shardings=(rep, rep))
+
+
+def prefetch(batches: Iterator, size: int = 2,
+             place: Callable[[Any], Any] = jax.device_put) -> Iterator:
+    """Yield device-resident batches (`place`d), preparing the next ones in a thread."""
     q: queue.Queue = queue.Queue(maxsize=size)
     done = object()
     stop = threading.Event()
@@ -59,7 +76,7 @@ def prefetch(batches: Iterator, size: int = 2) -> Iterator:
             for batch in batches:
                 if stop.is_set():
                     return
-                q.put(jax.device_put(batch))
+                q.put(place(batch))
             q.put(done)
         except BaseException as e:  # surfaced in the consumer
             q.put(e)
@@ -85,29 +102,43 @@ def prefetch(batches: Iterator, size: int = 2) -> Iterator:
 
 
 class HostLoop:
+    """Steps fed from the host: `batches(epoch, start)` yields the host rows of each
+    step's batch, `place` puts them on the devices, `step` is the jitted step."""
+
     name = "host"
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, seed: int, batch_size: int,
-                 max_shift: int = 0, held_out: np.ndarray | None = None):
-        self.images, self.labels = images, labels
-        self.seed, self.batch_size, self.max_shift = seed, batch_size, max_shift
-        self.held_out = held_out
-        self._step = jax.jit(train_step, donate_argnums=(0, 2))
+    def __init__(self, batches: Callable[[int, int], Iterator], step: Callable,
+                 place: Callable[[Any], Any] = jax.device_put):
+        self._batches, self._step, self._place = batches, step, place
 
     def run(self, state: TrainState, metrics: Metrics, epoch: int, start: int, stop: int,
             progress: Progress = lambda n: None) -> tuple[TrainState, Metrics]:
-        batches = sampler.train_batches(self.images, self.labels, self.seed, epoch,
-                                        self.batch_size, start_step=start,
-                                        max_shift=self.max_shift, held_out=self.held_out)
-        for _, batch in zip(range(stop - start), prefetch(batches)):
+        for _, batch in zip(range(stop - start),
+                            prefetch(self._batches(epoch, start), place=self._place)):
             state, metrics = self._step(state, batch, metrics)
             progress(1)
         return state, metrics
 
 
+def host_loop(images: np.ndarray, labels: np.ndarray, seed: int, batch_size: int,
+              max_shift: int = 0, held_out: np.ndarray | None = None,
+              mesh: Mesh | None = None) -> HostLoop:
+    """The single-run host loop: `sampler.train_batches`, this process's rows only."""
+    rows = slice(None) if mesh is None else mesh_lib.process_rows(mesh, batch_size)
+
+    def batches(epoch: int, start: int) -> Iterator[sampler.Batch]:
+        return sampler.train_batches(images, labels, seed, epoch, batch_size, start_step=start,
+                                     max_shift=max_shift, held_out=held_out, rows=rows)
+
+    place = (jax.device_put if mesh is None
+             else lambda b: mesh_lib.put_split(b, mesh, batch_size))
+    return HostLoop(batches, jit_step(train_step, mesh), place)
+
+
 def _scan_steps(state: TrainState, metrics: Metrics, images: jax.Array, labels: jax.Array,
                 permutation: jax.Array, numbers: jax.Array, shifts: jax.Array, start: jax.Array,
-                num_steps: int, batch_size: int, max_shift: int) -> tuple[TrainState, Metrics]:
+                num_steps: int, batch_size: int, max_shift: int,
+                batch_sharding: Any = None) -> tuple[TrainState, Metrics]:
     eye = jnp.eye(sampler.NUM_NUMBERS, dtype=jnp.float32)
 
     def body(carry, step):
@@ -122,6 +153,8 @@ def _scan_steps(state: TrainState, metrics: Metrics, images: jax.Array, labels: 
             image = sampler.translate(image, shift, xp=jnp)
         batch = sampler.Batch(image=image, digit=digit, number=eye[num],
                               sum=digit + num, mask=jnp.ones(batch_size, jnp.float32))
+        if batch_sharding is not None:
+            batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
         return train_step(state, batch, metrics), None
 
     (state, metrics), _ = jax.lax.scan(body, (state, metrics), start + jnp.arange(num_steps))
@@ -133,14 +166,19 @@ class ScanLoop:
     chunk = 100  # steps per dispatch: progress updates between chunks, two shapes compiled
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, seed: int, batch_size: int,
-                 max_shift: int = 0, held_out: np.ndarray | None = None):
+                 max_shift: int = 0, held_out: np.ndarray | None = None,
+                 mesh: Mesh | None = None):
         self.num_examples = len(labels)
         self.host_labels, self.held_out = labels, held_out
-        self.images = jax.device_put(images)
-        self.labels = jax.device_put(labels.astype(np.int32))
+        self._put = (jax.device_put if mesh is None
+                     else lambda x: mesh_lib.put_replicated(x, mesh))
+        self.images = self._put(images)
+        self.labels = self._put(labels.astype(np.int32))
         self.seed, self.batch_size, self.max_shift = seed, batch_size, max_shift
+        self._batch_sharding = None if mesh is None else mesh_lib.split(mesh)
         self._steps = jax.jit(_scan_steps,
-                              static_argnames=("num_steps", "batch_size", "max_shift"),
+                              static_argnames=("num_steps", "batch_size", "max_shift",
+                                               "batch_sharding"),
                               donate_argnums=(0, 1))
         self._plan_epoch = None
         self._plan = None
@@ -150,7 +188,7 @@ class ScanLoop:
             permutation, numbers = sampler.epoch_plan(self.seed, epoch, self.num_examples,
                                                       self.host_labels, self.held_out)
             shifts = sampler.epoch_shifts(self.seed, epoch, self.num_examples, self.max_shift)
-            self._plan = tuple(jax.device_put(x) for x in (permutation, numbers, shifts))
+            self._plan = tuple(self._put(x) for x in (permutation, numbers, shifts))
             self._plan_epoch = epoch
         return self._plan
 
@@ -161,16 +199,19 @@ class ScanLoop:
         while step < stop:
             n = min(self.chunk, stop - step)
             state, metrics = self._steps(state, metrics, self.images, self.labels, permutation,
-                                         numbers, shifts, jnp.asarray(step, jnp.int32),
+                                         numbers, shifts, self._put(np.int32(step)),
                                          num_steps=n, batch_size=self.batch_size,
-                                         max_shift=self.max_shift)
+                                         max_shift=self.max_shift,
+                                         batch_sharding=self._batch_sharding)
             step += n
             progress(n)
         return state, metrics
 
 
 def make_loop(name: str, images: np.ndarray, labels: np.ndarray, seed: int, batch_size: int,
-              max_shift: int = 0, held_out: np.ndarray | None = None):
+              max_shift: int = 0, held_out: np.ndarray | None = None,
+              mesh: Mesh | None = None):
     """The loop called `name` ('host', 'scan' or 'auto') over normalised train images."""
-    loops = {"host": HostLoop, "scan": ScanLoop}
-    return loops[choose_loop(name)](images, labels, seed, batch_size, max_shift, held_out)
+    if choose_loop(name) == "host":
+        return host_loop(images, labels, seed, batch_size, max_shift, held_out, mesh)
+    return ScanLoop(images, labels, seed, batch_size, max_shift, held_out, mesh)

@@ -16,11 +16,23 @@ import numpy as np
 
 from mnist_plus import atomic
 
+# What a train or eval step sums on the device (float32 scalars), in order. Every other
+# list of metric names is derived from these.
+COUNT_KEYS = ("count", "loss", "digit_loss", "sum_loss", "digit_correct", "sum_correct")
+EVAL_COUNT_KEYS = COUNT_KEYS + ("exhaustive_sum_correct",)
+# The means and accuracies `summarise` makes of them: (name, count key, per-pair divisor).
+_SUMMARY = (("loss", "loss", 1), ("digit_loss", "digit_loss", 1), ("sum_loss", "sum_loss", 1),
+            ("digit_accuracy", "digit_correct", 1), ("sum_accuracy", "sum_correct", 1),
+            ("exhaustive_sum_accuracy", "exhaustive_sum_correct", 10))
+
+
+def summary_keys(prefix: str, counts: tuple[str, ...] = EVAL_COUNT_KEYS) -> tuple[str, ...]:
+    """The keys `summarise(prefix, sums)` returns for sums holding `counts`."""
+    return tuple(f"{prefix}_{name}" for name, key, _ in _SUMMARY if key in counts)
+
+
 # The keys of every metrics.jsonl line, in order.
-KEYS = ("epoch", "step", "train_loss", "train_digit_loss", "train_sum_loss",
-        "train_digit_accuracy", "train_sum_accuracy", "test_loss", "test_digit_loss",
-        "test_sum_loss", "test_digit_accuracy", "test_sum_accuracy",
-        "test_exhaustive_sum_accuracy")
+KEYS = (("epoch", "step") + summary_keys("train", COUNT_KEYS) + summary_keys("test"))
 
 
 def to_host(sums: Mapping[str, Any]) -> dict[str, float]:
@@ -30,16 +42,16 @@ def to_host(sums: Mapping[str, Any]) -> dict[str, float]:
 def summarise(prefix: str, sums: Mapping[str, float]) -> dict[str, float]:
     """Means and accuracies from summed counts, keys prefixed with `prefix`_."""
     n = max(sums["count"], 1.0)
-    out = {
-        f"{prefix}_loss": sums["loss"] / n,
-        f"{prefix}_digit_loss": sums["digit_loss"] / n,
-        f"{prefix}_sum_loss": sums["sum_loss"] / n,
-        f"{prefix}_digit_accuracy": sums["digit_correct"] / n,
-        f"{prefix}_sum_accuracy": sums["sum_correct"] / n,
-    }
-    if "exhaustive_sum_correct" in sums:
-        out[f"{prefix}_exhaustive_sum_accuracy"] = sums["exhaustive_sum_correct"] / (10 * n)
-    return out
+    return {f"{prefix}_{name}": sums[key] / (per * n)
+            for name, key, per in _SUMMARY if key in sums}
+
+
+def epoch_row(epoch: int, step: int, train_sums: Mapping[str, float],
+              test_sums: Mapping[str, float]) -> dict[str, Any]:
+    """One metrics.jsonl line: `KEYS` in order, from an epoch's host sums."""
+    row = {"epoch": epoch, "step": step, **summarise("train", train_sums),
+           **summarise("test", test_sums)}
+    return {k: row[k] for k in KEYS}
 
 
 def _write_lines_atomically(path: str, lines: list[str]) -> None:
@@ -47,10 +59,14 @@ def _write_lines_atomically(path: str, lines: list[str]) -> None:
 
 
 class JsonlLog:
-    """An append-only JSON-lines file that can be cut back to the resumed epoch."""
+    """An append-only JSON-lines file that can be cut back to the resumed epoch.
 
-    def __init__(self, path: str):
+    Not `enabled` in every process of a multi-process run but the first: it reads the
+    file but never writes it (the metrics are the same in every process)."""
+
+    def __init__(self, path: str, enabled: bool = True):
         self.path = path
+        self.enabled = enabled
 
     def read(self) -> list[dict[str, Any]]:
         if not os.path.exists(self.path):
@@ -62,10 +78,12 @@ class JsonlLog:
         """Drop lines of epochs after `epoch` (written after the checkpoint we resume)."""
         rows = self.read()
         kept = [r for r in rows if r["epoch"] <= epoch]
-        if len(kept) != len(rows):
+        if len(kept) != len(rows) and self.enabled:
             _write_lines_atomically(self.path, [json.dumps(r) + "\n" for r in kept])
 
     def append(self, row: Mapping[str, Any]) -> None:
+        if not self.enabled:
+            return
         rows = self.read() + [dict(row)]
         _write_lines_atomically(self.path, [json.dumps(r) + "\n" for r in rows])
 

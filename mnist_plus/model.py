@@ -7,6 +7,7 @@ and fully connected layers map the 20 to 19 sum classes.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import flax.linen as nn
@@ -66,12 +67,6 @@ class DigitNet(nn.Module):
         return x.reshape(x.shape[0], NUM_NUMBERS), features
 
 
-def conv_shapes(width: int) -> list[tuple[int, int, int, int]]:
-    """(input side, in channels, out channels, kernel) of DigitNet's convs, for profiling."""
-    return ([(28, 1, width, 3)] + [(side, width, width, 3) for side in (13, 11, 9, 7)]
-            + [(5, width, NUM_NUMBERS, 1)])
-
-
 class Adder(nn.Module):
     """Fully connected layers from [digit representation, one-hot number] to 19 sums."""
 
@@ -110,17 +105,62 @@ class MnistPlusNet(nn.Module):
         logits, features = self.digit_net(image, train)
         return logits, self.adder(self._adder_view(logits, features), number)
 
+    def heads(self, image: jax.Array, number: jax.Array
+              ) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(digit logits [B,10], sum logits [B,19] with `number`, sum logits [B,10,19]
+        with every number 0..9), in inference mode: what evaluation and prediction need,
+        with the conv net run once per image (only the small adder runs eleven times)."""
+        logits, features = self.digit_net(image, False)
+        view = self._adder_view(logits, features)
+        return logits, self.adder(view, number), self._all_numbers(view)
+
+    def _all_numbers(self, view: jax.Array) -> jax.Array:
+        b = view.shape[0]
+        numbers = jnp.broadcast_to(jnp.eye(NUM_NUMBERS, dtype=view.dtype), (b, NUM_NUMBERS, NUM_NUMBERS))
+        views = jnp.broadcast_to(view[:, None, :], (b, NUM_NUMBERS, view.shape[-1]))
+        return self.adder(views, numbers)
+
     def exhaustive_sum_logits(self, image: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Digit logits [B,10] and sum logits [B,10,19] for every number 0..9.
 
         The conv net runs once per image; only the small adder runs ten times.
         """
         logits, features = self.digit_net(image, False)
-        view = self._adder_view(logits, features)
-        b = image.shape[0]
-        numbers = jnp.broadcast_to(jnp.eye(NUM_NUMBERS, dtype=view.dtype), (b, NUM_NUMBERS, NUM_NUMBERS))
-        views = jnp.broadcast_to(view[:, None, :], (b, NUM_NUMBERS, view.shape[-1]))
-        return logits, self.adder(views, numbers)
+        return logits, self._all_numbers(self._adder_view(logits, features))
+
+
+def model_fields() -> tuple[str, ...]:
+    """The hyperparameters of `MnistPlusNet`; `Config` has a field of the same name for each."""
+    return tuple(f.name for f in dataclasses.fields(MnistPlusNet)
+                 if f.name not in ("parent", "name"))
+
+
+def build_model(config: Any) -> MnistPlusNet:
+    """The model a config describes: the one place a model is made from a config, so a
+    new model field is added to `MnistPlusNet` and `Config` and nowhere else."""
+    return MnistPlusNet(**{name: getattr(config, name) for name in model_fields()})
+
+
+def conv_shapes(model: MnistPlusNet) -> list[tuple[int, int, int, int]]:
+    """(input side, in channels, out channels, kernel) of each conv of `model`'s digit
+    net, read off a shape-only trace (for profiling)."""
+    image = jnp.zeros((1, 28, 28, 1), jnp.float32)
+    number = jnp.zeros((1, NUM_NUMBERS), jnp.float32)
+    shapes: list[tuple[int, int, int, int]] = []
+
+    def record(next_fun, args, kwargs, context):
+        if isinstance(context.module, nn.Conv) and context.method_name == "__call__":
+            kernel = context.module.kernel_size[0]
+            x = args[0]
+            shapes.append((x.shape[1], x.shape[-1], context.module.features, kernel))
+        return next_fun(*args, **kwargs)
+
+    def init(key):
+        with nn.intercept_methods(record):
+            return model.init(key, image, number, train=False)
+
+    jax.eval_shape(init, jax.random.key(0))
+    return shapes
 
 
 def param_count(params: Any) -> int:

@@ -3,34 +3,37 @@
 Why: this model is far too small to fill a device, and a mean and standard deviation
 over seeds needs K runs. Stacking the seeds' params, optimizer states and batches on
 a leading axis turns K small programs into one wide one (and, with several devices,
-that axis is sharded across them, since seeds never exchange data).
+that axis is the `seed` axis of a mesh from `mnist_plus.mesh`, since seeds never
+exchange data).
 
-Each seed computes exactly what a single run of that seed computes, up to float
-summation order: its state comes from `train.initial_state` with its seed, its batches
-from `sampler.epoch_plan(seed, epoch)` (the host loop's stream) and its test numbers
-from `sampler.test_numbers(seed)`. Batches are stacked on the host, one step ahead
-in a background thread, as the host loop does for one seed.
+It trains through the single run's code: each seed's state is `state.create_state`
+with its seed, the step is `train_step.train_step` mapped over seeds, the loop is
+`loops.HostLoop` (batches built one step ahead in a thread), the test metrics are
+`evaluation.eval_counts` mapped over seeds and the rows `metrics.epoch_row`. So each
+seed computes what a single run of that seed computes, up to float summation order:
+its batches come from `sampler.epoch_plan(seed, epoch)` and its test numbers from
+`sampler.test_numbers(seed)`.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import time
-from typing import Any, Callable, Sequence, TypeVar
+from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import Mesh, PartitionSpec
 
 from mnist_plus import config as config_lib
-from mnist_plus import data, sampler, train
+from mnist_plus import data, evaluation, loops, sampler
+from mnist_plus import mesh as mesh_lib
 from mnist_plus import metrics as metrics_lib
-from mnist_plus.train_step import (NO_STEP, Metrics, TrainState, eval_step, train_step,
-                                   zero_train_metrics)
+from mnist_plus.mesh import SEED_AXIS
+from mnist_plus.state import TrainState, create_state
+from mnist_plus.train_step import NO_STEP, Metrics, train_step, zero_train_metrics
 
 T = TypeVar("T")
-SEED_AXIS = "seed"
 Progress = Callable[[int], None]
 
 
@@ -56,25 +59,24 @@ def unstack(tree: T, index: int) -> T:
 
 def initial_states(config: config_lib.Config, seeds: Sequence[int],
                    steps_per_epoch: int) -> TrainState:
-    """Each seed's `train.initial_state`, stacked: the exact states single runs start from."""
-    return stack([train.initial_state(dataclasses.replace(config, seed=s), steps_per_epoch)
+    """Each seed's `state.create_state`, stacked: the exact states single runs start from."""
+    return stack([create_state(dataclasses.replace(config, seed=s), steps_per_epoch)
                   for s in seeds])
 
 
-def seed_sharding(num_seeds: int, devices: Sequence[jax.Device] | None = None
-                  ) -> NamedSharding | None:
-    """Shard the seed axis over as many devices as divide `num_seeds`; None for one."""
-    devices = list(devices if devices is not None else jax.devices())
+def seed_mesh(num_seeds: int, devices: Sequence[jax.Device] | None = None) -> Mesh | None:
+    """A `seed` mesh over as many devices as divide `num_seeds`; None for one device."""
+    devices = list(devices if devices is not None else mesh_lib.mesh_devices())
     used = max(d for d in range(1, len(devices) + 1) if num_seeds % d == 0)
     if used == 1:
         return None
-    return NamedSharding(Mesh(np.array(devices[:used]), (SEED_AXIS,)), PartitionSpec(SEED_AXIS))
+    return mesh_lib.make_mesh(axis=SEED_AXIS, devices=devices[:used])
 
 
-def _placer(sharding: NamedSharding | None) -> Callable[[Any], Any]:
-    if sharding is None:
+def _placer(mesh: Mesh | None) -> Callable[[Any], Any]:
+    if mesh is None:
         return jax.device_put
-    return lambda tree: jax.device_put(tree, sharding)
+    return lambda tree: jax.device_put(tree, mesh_lib.split(mesh))
 
 
 # --------------------------------------------------------------------------- training
@@ -133,47 +135,37 @@ def _per_seed(fn: Callable, how: str, shared: Sequence[str] = ()) -> Callable:
     return looped
 
 
-def _over_seeds(fn: Callable, sharding: NamedSharding | None, in_specs, out_specs) -> Callable:
-    """`fn` over the seed axis; with a sharding, each device maps over its own seeds.
+def _over_seeds(fn: Callable, mesh: Mesh | None, in_specs, out_specs) -> Callable:
+    """`fn` over the seed axis; on a mesh, each device maps over its own seeds.
 
     Why `shard_map` rather than jit's sharding propagation: in JAX 0.10.2 both
     partitioners (Shardy and GSPMD) mis-partition a vmapped convolution (a grouped
     convolution over seeds x channels) whose seed axis is sharded: wrong numbers, or a
     compile error for 1x1 kernels. Seeds never interact, so a per-device map is exact.
     """
-    if sharding is None:
+    if mesh is None:
         return fn
-    return jax.shard_map(fn, mesh=sharding.mesh, in_specs=in_specs, out_specs=out_specs)
+    return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs)
 
 
-def seeds_train_step(sharding: NamedSharding | None = None, how: str = "vmap") -> Callable:
+def seeds_train_step(mesh: Mesh | None = None, how: str = "vmap") -> Callable:
     """`train_step` over the seed axis, jitted with state and metrics donated."""
     seed = PartitionSpec(SEED_AXIS)
-    return jax.jit(_over_seeds(_per_seed(train_step, how), sharding, (seed, seed, seed),
+    return jax.jit(_over_seeds(_per_seed(train_step, how), mesh, (seed, seed, seed),
                                (seed, seed)), donate_argnums=(0, 2))
 
 
-def train_epoch(step: Callable, state: TrainState, metrics: Metrics, images: np.ndarray,
-                labels: np.ndarray, seeds: Sequence[int], epoch: int, batch_size: int,
-                place: Callable[[Any], Any] = jax.device_put,
-                progress: Progress = lambda n: None, max_shift: int = 0,
-                holdout: str = "none") -> tuple[TrainState, Metrics]:
-    """One epoch of every seed; the next batch is built and transferred in a thread."""
-    plans = epoch_plans(seeds, epoch, labels, max_shift, holdout)
-    num_steps = sampler.steps_per_epoch(len(labels), batch_size)
+def seeds_loop(step: Callable, images: np.ndarray, labels: np.ndarray, seeds: Sequence[int],
+               batch_size: int, place: Callable[[Any], Any] = jax.device_put,
+               max_shift: int = 0, holdout: str = "none") -> loops.HostLoop:
+    """The single run's `loops.HostLoop`, fed every seed's batch of a step at once."""
 
-    def build(i: int):
-        return place(stacked_batch(images, labels, plans, i, batch_size, max_shift))
+    def batches(epoch: int, start: int) -> Iterator[sampler.Batch]:
+        plans = epoch_plans(seeds, epoch, labels, max_shift, holdout)
+        for i in range(start, sampler.steps_per_epoch(len(labels), batch_size)):
+            yield stacked_batch(images, labels, plans, i, batch_size, max_shift)
 
-    with concurrent.futures.ThreadPoolExecutor(1) as pool:
-        upcoming = pool.submit(build, 0)
-        for i in range(num_steps):
-            batch = upcoming.result()
-            if i + 1 < num_steps:
-                upcoming = pool.submit(build, i + 1)
-            state, metrics = step(state, batch, metrics)
-            progress(1)
-    return state, metrics
+    return loops.HostLoop(batches, step, place)
 
 
 # ------------------------------------------------------------------------- evaluation
@@ -190,30 +182,27 @@ def eval_batches(config: config_lib.Config, seeds: Sequence[int], mnist: data.Mn
             for batches in zip(*per_seed)]  # one test batch in every seed's version
 
 
-def seeds_eval_step(sharding: NamedSharding | None = None, how: str = "vmap") -> Callable:
-    """`eval_step` over the seed axis; the test images are not copied per seed."""
+def seeds_eval_step(mesh: Mesh | None = None, how: str = "vmap") -> Callable:
+    """`evaluation.eval_counts` over the seed axis; the test images are not copied per seed."""
     seed, common = PartitionSpec(SEED_AXIS), PartitionSpec()
     batch_specs = sampler.Batch(**{f: common if f in _EVAL_SHARED else seed
                                    for f in sampler.Batch._fields})
-    return jax.jit(_over_seeds(_per_seed(eval_step, how, _EVAL_SHARED), sharding,
+    return jax.jit(_over_seeds(_per_seed(evaluation.eval_counts, how, _EVAL_SHARED), mesh,
                                (seed, batch_specs), seed))
 
 
 def evaluate(step: Callable, state: TrainState, batches: Sequence[sampler.Batch]
              ) -> dict[str, np.ndarray]:
     """Summed test counts per seed: {name: [K]}."""
-    total = None
-    for batch in batches:
-        sums = step(state, batch)
-        total = sums if total is None else jax.tree_util.tree_map(lambda a, b: a + b, total, sums)
+    total = evaluation.sum_over_batches(step, state, batches)
     return {k: np.asarray(v, np.float64) for k, v in jax.device_get(total).items()}
 
 
-def _place_eval(batches: list[sampler.Batch], sharding: NamedSharding | None):
-    if sharding is None:
+def _place_eval(batches: list[sampler.Batch], mesh: Mesh | None):
+    if mesh is None:
         return jax.device_put(batches)
-    shared = NamedSharding(sharding.mesh, PartitionSpec())
-    spec = sampler.Batch(image=shared, digit=shared, number=sharding, sum=sharding, mask=shared)
+    shared, split = mesh_lib.replicated(mesh), mesh_lib.split(mesh)
+    spec = sampler.Batch(image=shared, digit=shared, number=split, sum=split, mask=shared)
     return [jax.device_put(b, spec) for b in batches]
 
 
@@ -244,33 +233,33 @@ def train_seeds(config: config_lib.Config, seeds: Sequence[int], mnist: data.Mni
     images = sampler.normalise(mnist.train_images)
     labels = mnist.train_labels.astype(np.int32)
     steps_per_epoch = sampler.steps_per_epoch(len(labels), config.batch_size)
-    sharding = seed_sharding(len(seeds))
-    place = _placer(sharding)
-    devices = 1 if sharding is None else sharding.mesh.size
+    mesh = seed_mesh(len(seeds))
+    place = _placer(mesh)
+    devices = 1 if mesh is None else mesh.size
     log(f"{len(seeds)} seeds {seeds} in one program ({seed_map}) on {devices} of "
         f"{len(jax.devices())} {jax.default_backend()} device(s)")
 
     t0 = time.perf_counter()
     state = place(initial_states(config, seeds, steps_per_epoch))
     zeros = lambda: place(stack([zero_train_metrics()] * len(seeds)))  # noqa: E731
-    test_batches = _place_eval(eval_batches(config, seeds, mnist), sharding)
+    test_batches = _place_eval(eval_batches(config, seeds, mnist), mesh)
     init_seconds = time.perf_counter() - t0
 
     t0 = time.perf_counter()
     plans = epoch_plans(seeds, 0, labels, config.augment_shift, config.holdout)
     example = place(stacked_batch(images, labels, plans, 0, config.batch_size,
                                   config.augment_shift))
-    step = seeds_train_step(sharding, seed_map).lower(state, example, zeros()).compile()
-    eval_fn = seeds_eval_step(sharding, seed_map).lower(state, test_batches[0]).compile()
+    step = seeds_train_step(mesh, seed_map).lower(state, example, zeros()).compile()
+    eval_fn = seeds_eval_step(mesh, seed_map).lower(state, test_batches[0]).compile()
     compile_seconds = time.perf_counter() - t0
+    loop = seeds_loop(step, images, labels, seeds, config.batch_size, place,
+                      config.augment_shift, config.holdout)
 
     rows, nonfinite, epoch_seconds, eval_seconds = [], {}, [], []
     for epoch in range(config.epochs):
         t0 = time.perf_counter()
-        state, sums = train_epoch(step, state, zeros(), images, labels, seeds, epoch,
-                                  config.batch_size, place,
-                                  progress(epoch) if progress else (lambda n: None),
-                                  config.augment_shift, config.holdout)
+        state, sums = loop.run(state, zeros(), epoch, 0, steps_per_epoch,
+                               progress(epoch) if progress else (lambda n: None))
         sums = {k: np.asarray(v) for k, v in jax.device_get(sums).items()}
         epoch_seconds.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
@@ -281,11 +270,10 @@ def train_seeds(config: config_lib.Config, seeds: Sequence[int], mnist: data.Mni
             bad = int(sums["first_nonfinite_step"][i])
             if bad != int(NO_STEP):
                 nonfinite.setdefault(seed, bad)
-            train_row = metrics_lib.summarise(
-                "train", {k: float(v[i]) for k, v in sums.items()})
-            test_row = metrics_lib.summarise("test", {k: float(v[i]) for k, v in test.items()})
-            row = {"epoch": epoch + 1, "step": step_count, **train_row, **test_row}
-            rows.append({"seed": seed, **{k: row[k] for k in metrics_lib.KEYS}})
+            row = metrics_lib.epoch_row(epoch + 1, step_count,
+                                        {k: float(v[i]) for k, v in sums.items()},
+                                        {k: float(v[i]) for k, v in test.items()})
+            rows.append({"seed": seed, **row})
         log(f"epoch {epoch + 1}: {len(seeds)} seeds trained in {epoch_seconds[-1]:.1f}s, "
             f"evaluated in {eval_seconds[-1]:.1f}s")
     timing = {"num_seeds": len(seeds), "seed_map": seed_map, "devices": devices,

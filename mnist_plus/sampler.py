@@ -137,16 +137,19 @@ def make_batch(images: np.ndarray, labels: np.ndarray, numbers: np.ndarray,
 
 def train_batches(images: np.ndarray, labels: np.ndarray, seed: int, epoch: int,
                   batch_size: int, start_step: int = 0, max_shift: int = 0,
-                  held_out: np.ndarray | None = None) -> Iterator[Batch]:
+                  held_out: np.ndarray | None = None,
+                  rows: slice = slice(None)) -> Iterator[Batch]:
     """The batches of one epoch from `start_step` on (resuming mid-epoch is exact).
 
     With `max_shift` > 0 each image is randomly translated by up to that many pixels;
-    `held_out` pairs (see `held_out_pairs`) never appear.
+    `held_out` pairs (see `held_out_pairs`) never appear. `rows` selects the rows of
+    each global batch to build (a process of a multi-host run builds only its own);
+    every process computes the same plan, so the rows fit together.
     """
     permutation, numbers = epoch_plan(seed, epoch, len(labels), labels, held_out)
     shifts = epoch_shifts(seed, epoch, len(labels), max_shift)
     for step in range(start_step, steps_per_epoch(len(labels), batch_size)):
-        sl = slice(step * batch_size, (step + 1) * batch_size)
+        sl = np.arange(step * batch_size, (step + 1) * batch_size)[rows]
         idx = permutation[sl]
         batch_images = images[idx]
         if max_shift:

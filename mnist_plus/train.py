@@ -19,15 +19,16 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mnist_plus import config as config_lib  # noqa: E402
-from mnist_plus import data, loops, sampler  # noqa: E402
+from mnist_plus import data, distributed, evaluation, loops, sampler  # noqa: E402
+from mnist_plus import mesh as mesh_lib  # noqa: E402
 from mnist_plus import metrics as metrics_lib  # noqa: E402
 from mnist_plus import tensorboard as tensorboard_lib  # noqa: E402
 from mnist_plus.checkpointing import Checkpointer  # noqa: E402
 from mnist_plus.cli import config_from_args, config_parser, run_main  # noqa: E402
 from mnist_plus.errors import DivergedError, UsageError  # noqa: E402
-from mnist_plus.model import MnistPlusNet, param_count  # noqa: E402
-from mnist_plus.train_step import (NO_STEP, TrainState, create_state, eval_step,  # noqa: E402
-                                   make_optimizer, zero_train_metrics)
+from mnist_plus.model import param_count  # noqa: E402
+from mnist_plus.state import create_state  # noqa: E402
+from mnist_plus.train_step import NO_STEP, zero_train_metrics  # noqa: E402
 
 
 def prepare_workdir(workdir: str) -> str:
@@ -41,7 +42,7 @@ def prepare_workdir(workdir: str) -> str:
         os.makedirs(workdir, exist_ok=True)
         checkpoints = os.path.join(workdir, "checkpoints")
         for folder in [workdir] + ([checkpoints] if os.path.lexists(checkpoints) else []):
-            probe = os.path.join(folder, ".write_test")
+            probe = os.path.join(folder, f".write_test.{os.getpid()}")
             with open(probe, "w"):
                 pass
             os.unlink(probe)
@@ -68,37 +69,6 @@ def move_earlier_run_aside(workdir: str, log: Callable[[str], None]) -> None:
         log(f"--fresh: moved the earlier run's files to {aside}")
 
 
-def build_model(config: config_lib.Config) -> MnistPlusNet:
-    return MnistPlusNet(width=config.width, adder_hidden=config.adder_hidden,
-                        adder_input=config.adder_input)
-
-
-def initial_state(config: config_lib.Config, steps_per_epoch: int) -> TrainState:
-    """Fresh state from the config: the init key is derived from the seed alone."""
-    tx = make_optimizer(config.learning_rate, config.weight_decay, config.warmup_fraction,
-                        config.epochs * steps_per_epoch)
-    return create_state(build_model(config), tx, jax.random.key(config.seed))
-
-
-def make_evaluator(config: config_lib.Config, mnist: data.Mnist
-                   ) -> Callable[[TrainState], dict[str, float]]:
-    """Test-set evaluation with the seed's fixed numbers; returns summed counts."""
-    images = sampler.normalise(mnist.test_images)
-    numbers = sampler.test_numbers(config.seed, len(mnist.test_labels))
-    batches = [jax.device_put(b) for b in sampler.eval_batches(
-        images, mnist.test_labels, numbers, config.eval_batch_size)]
-    step = jax.jit(eval_step)
-
-    def evaluate(state: TrainState) -> dict[str, float]:
-        total = None
-        for batch in batches:
-            sums = step(state, batch)
-            total = sums if total is None else jax.tree_util.tree_map(lambda a, b: a + b, total, sums)
-        return metrics_lib.to_host(total)
-
-    return evaluate
-
-
 def _check_finite(train_sums: dict[str, Any], epoch: int, last_good: int | None) -> None:
     bad = int(np.asarray(jax.device_get(train_sums["first_nonfinite_step"])))
     if bad != int(NO_STEP):
@@ -122,29 +92,39 @@ def train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool =
                        log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train `config` in `workdir`, resuming from its newest checkpoint; returns the summary."""
     config_lib.validate(config)
+    mesh = mesh_lib.make_mesh(config.num_devices or None)
+    mesh_lib.check_divisible(mesh, "batch-size", config.batch_size)
+    mesh_lib.check_divisible(mesh, "eval-batch-size", config.eval_batch_size)
+    primary = jax.process_index() == 0  # the one process that writes logs and reports
+    if not primary:
+        log = lambda s: None  # noqa: E731
     workdir = prepare_workdir(workdir)
     t0 = time.time()
     mnist = data.load_mnist(config.tfds_dir or None, config.mnist_dir or None)
     load_seconds = time.time() - t0
     config_lib.validate(config, train_size=len(mnist.train_labels))
-    if fresh:
+    if fresh and primary:
         move_earlier_run_aside(workdir, log)
+    if jax.process_count() > 1:  # no process reads the workdir before it is moved aside
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("mnist_plus: workdir ready")
     log(f"data: {len(mnist.train_labels)} train / {len(mnist.test_labels)} test images "
         f"loaded in {load_seconds:.2f}s")
 
     steps_per_epoch = sampler.steps_per_epoch(len(mnist.train_labels), config.batch_size)
-    state = initial_state(config, steps_per_epoch)
-    train_sums = zero_train_metrics()
+    state = create_state(config, steps_per_epoch, mesh)
+    train_sums = mesh_lib.put_replicated(zero_train_metrics(), mesh)
     log(f"model: {param_count(state.params):,} parameters; backend {jax.default_backend()}; "
-        f"loop {loops.choose_loop(config.loop)}")
+        f"{mesh_lib.describe(mesh)}; loop {loops.choose_loop(config.loop)}")
 
     checkpointer = Checkpointer(workdir, config.keep_checkpoints)
-    metrics_log = metrics_lib.JsonlLog(os.path.join(workdir, "metrics.jsonl"))
-    timing_log = metrics_lib.JsonlLog(os.path.join(workdir, "timing.jsonl"))
+    metrics_log = metrics_lib.JsonlLog(os.path.join(workdir, "metrics.jsonl"), enabled=primary)
+    timing_log = metrics_lib.JsonlLog(os.path.join(workdir, "timing.jsonl"), enabled=primary)
     epoch, start = 0, 0
     tensorboard = None
     try:
-        restored = checkpointer.restore(state, train_sums, config)
+        restored = checkpointer.restore(state, train_sums, config, mesh=mesh)
         if restored is not None:
             state, train_sums, meta = restored
             epoch, start = meta["epoch"], meta["step_in_epoch"]
@@ -156,21 +136,24 @@ def train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool =
         if epoch >= config.epochs:
             log(f"training already finished ({config.epochs} epochs, checkpoint at step "
                 f"{int(state.step)}); nothing to do")
-            _report(config, workdir, mnist, log)
-            return _finish(workdir, metrics_log, timing_log, load_seconds, None, log)
+            if primary:
+                _report(config, workdir, mnist, log)
+            return _finish(workdir, metrics_log, timing_log, load_seconds, None, mesh, log)
 
-        tensorboard = tensorboard_lib.TensorBoard(workdir, config.log_every_steps,
-                                                  purge_step=int(state.step))
-        loop = tensorboard.wrap(loops.make_loop(
+        loop = loops.make_loop(
             config.loop, sampler.normalise(mnist.train_images), mnist.train_labels, config.seed,
             config.batch_size, config.augment_shift,
-            sampler.held_out_pairs(config.holdout, config.seed)))
-        evaluate = make_evaluator(config, mnist)
+            sampler.held_out_pairs(config.holdout, config.seed), mesh)
+        if primary:
+            tensorboard = tensorboard_lib.TensorBoard(workdir, config.log_every_steps,
+                                                      purge_step=int(state.step))
+            loop = tensorboard.wrap(loop)
+        evaluator = evaluation.evaluator_for(config, mnist.test_images, mnist.test_labels, mesh)
         first_step_seconds = None
         last_good = checkpointer.latest_step()
         while epoch < config.epochs:
             t_epoch = time.time()
-            bar = _progress_bar(config.progress, steps_per_epoch, start, epoch)
+            bar = _progress_bar(config.progress and primary, steps_per_epoch, start, epoch)
 
             def progress(n: int) -> None:
                 nonlocal first_step_seconds
@@ -192,25 +175,26 @@ def train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool =
                     last_good = int(state.step)
             if bar:
                 bar.close()
-            train_row = metrics_lib.summarise("train", metrics_lib.to_host(train_sums))
-            test_row = metrics_lib.summarise("test", evaluate(state))
-            row = {"epoch": epoch + 1, "step": int(state.step), **train_row, **test_row}
-            row = {k: row[k] for k in metrics_lib.KEYS}
+            row = metrics_lib.epoch_row(epoch + 1, int(state.step),
+                                        metrics_lib.to_host(train_sums), evaluator.metrics(state))
             seconds = time.time() - t_epoch
             metrics_log.append(row)
-            tensorboard.epoch(row)
+            if tensorboard is not None:
+                tensorboard.epoch(row)
             timing_log.append({"epoch": epoch + 1, "seconds": seconds})
             log(metrics_lib.format_epoch(row, seconds))
             epoch, start = epoch + 1, 0
-            train_sums = zero_train_metrics()
+            train_sums = mesh_lib.put_replicated(zero_train_metrics(), mesh)
             checkpointer.save(state, train_sums, epoch=epoch, step_in_epoch=0, config=config)
             last_good = int(state.step)
     finally:
         checkpointer.close()
         if tensorboard is not None:
             tensorboard.close()
-    _report(config, workdir, mnist, log)
-    return _finish(workdir, metrics_log, timing_log, load_seconds, first_step_seconds, log)
+    if primary:
+        _report(config, workdir, mnist, log)
+    return _finish(workdir, metrics_log, timing_log, load_seconds, first_step_seconds, mesh,
+                   log)
 
 
 def _report(config: config_lib.Config, workdir: str, mnist: data.Mnist,
@@ -224,12 +208,14 @@ def _report(config: config_lib.Config, workdir: str, mnist: data.Mnist,
 
 
 def _finish(workdir: str, metrics_log: metrics_lib.JsonlLog, timing_log: metrics_lib.JsonlLog,
-            load_seconds: float, first_step_seconds: float | None,
+            load_seconds: float, first_step_seconds: float | None, mesh: jax.sharding.Mesh,
             log: Callable[[str], None]) -> dict[str, Any]:
     rows = metrics_log.read()
     times = [r["seconds"] for r in timing_log.read()]
     summary: dict[str, Any] = {"epochs": len(rows), "final": rows[-1] if rows else None,
-                               "train_seconds": sum(times), "data_load_seconds": load_seconds}
+                               "train_seconds": sum(times), "data_load_seconds": load_seconds,
+                               "num_devices": int(mesh.size),
+                               "num_processes": jax.process_count()}
     if first_step_seconds is not None:
         summary["process_start_to_first_step_seconds"] = first_step_seconds
     if rows:
@@ -241,8 +227,9 @@ def _finish(workdir: str, metrics_log: metrics_lib.JsonlLog, timing_log: metrics
             f"{100 * final['test_sum_accuracy']:.2f}% (all 10 numbers per image: "
             f"{100 * final['test_exhaustive_sum_accuracy']:.2f}%); training time "
             f"{sum(times):.1f}s; results in {workdir}")
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
+    if jax.process_index() == 0:
+        with open(os.path.join(workdir, "summary.json"), "w") as f:
+            json.dump(summary, f, indent=2)
     return summary
 
 
@@ -253,16 +240,33 @@ def parse_args(argv: Sequence[str] | None = None):
                         help="where checkpoints, metrics.jsonl and the summary go")
     parser.add_argument("--fresh", action="store_true",
                         help="start over: move the workdir's earlier run aside instead of resuming")
+    distributed.add_flags(parser)
     return parser.parse_args(argv)
 
 
 def _main(argv: Sequence[str] | None) -> None:
     args = parse_args(argv)
-    train_and_evaluate(config_from_args(args), args.workdir, fresh=args.fresh,
-                       log=lambda s: print(s, flush=True))
+    config = config_lib.validate(config_from_args(args))
+    if not distributed.initialize(args):
+        train_and_evaluate(config, args.workdir, fresh=args.fresh,
+                           log=lambda s: print(s, flush=True))
+        return
+    try:
+        train_and_evaluate(config, args.workdir, fresh=args.fresh,
+                           log=lambda s: print(s, flush=True))
+    except jax.errors.JaxRuntimeError as e:
+        first = (str(e).strip().splitlines() or ["?"])[0][:300]
+        raise distributed.ProcessLostError(
+            f"process {jax.process_index()} of {jax.process_count()} stopped: a collective "
+            f"operation failed, most likely because another process of the run died "
+            f"({first}); restart every process with the same command to resume from the "
+            f"newest checkpoint") from None
 
 
 def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if distributed.wants_distributed(argv):
+        sys.exit(distributed.supervise("mnist_plus.train", argv))
     sys.exit(run_main(_main, argv))
 
 

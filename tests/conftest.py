@@ -111,7 +111,7 @@ def final_state_leaves(workdir, config, step=None) -> tuple[list[np.ndarray], di
     import jax
 
     from mnist_plus.checkpointing import Checkpointer
-    from mnist_plus.train import initial_state
+    from mnist_plus.state import create_state as initial_state
     from mnist_plus.train_step import zero_train_metrics
 
     state = initial_state(config, TINY_STEPS_PER_EPOCH)

@@ -84,6 +84,9 @@ def main() -> None:
                     batch = batch._replace(image=batch.image * float("nan"))
                 yield batch
         sampler.train_batches = train_batches
+    from mnist_plus import distributed
+
+    os.environ[distributed.SUPERVISED_ENV] = "1"  # the hooks above must run in this process
     train.main(rest)
 
 

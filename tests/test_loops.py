@@ -4,7 +4,7 @@ import pytest
 
 from mnist_plus import config as config_lib
 from mnist_plus import data, loops, sampler
-from mnist_plus.train import initial_state
+from mnist_plus.state import create_state as initial_state
 from mnist_plus.train_step import zero_train_metrics
 
 

@@ -14,7 +14,8 @@ from mnist_plus import config as config_lib
 from mnist_plus import data, multiseed, sampler
 from mnist_plus import metrics as metrics_lib
 from mnist_plus.checkpointing import Checkpointer
-from mnist_plus.train import initial_state, train_and_evaluate
+from mnist_plus.state import create_state as initial_state
+from mnist_plus.train import train_and_evaluate
 from mnist_plus.train_step import zero_train_metrics
 from tests.conftest import REPO
 

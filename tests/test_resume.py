@@ -16,7 +16,8 @@ import pytest
 from mnist_plus import config as config_lib
 from mnist_plus.checkpointing import Checkpointer
 from mnist_plus.errors import DivergedError
-from mnist_plus.train import initial_state, train_and_evaluate
+from mnist_plus.state import create_state as initial_state
+from mnist_plus.train import train_and_evaluate
 from mnist_plus.train_step import zero_train_metrics
 from tests.conftest import (TINY_STEPS_PER_EPOCH, assert_same_as_reference,
                             final_state_leaves, read_bytes, snapshot, tiny_config, tiny_flags)

@@ -5,8 +5,9 @@ import optax
 
 from mnist_plus import sampler
 from mnist_plus.model import MnistPlusNet
-from mnist_plus.train_step import (NO_STEP, create_state, eval_step, train_step,
-                                   zero_train_metrics)
+from mnist_plus.evaluation import eval_counts as eval_step
+from mnist_plus.state import init_state as create_state
+from mnist_plus.train_step import NO_STEP, train_step, zero_train_metrics
 from tests.conftest import synthetic_digits
 
 

@@ -1,0 +1,68 @@
+"""Run K training steps of the tiny data on meshes of 1 and N devices; save the params.
+
+    XLA_FLAGS=--xla_force_host_platform_device_count=4 python -m tests.dp_steps \
+        --tfds-dir D --out F.npz --steps 20
+
+Writes, for each run, the flattened parameters after `--steps` steps:
+- `one`: a mesh of 1 device; `many`: a mesh of all devices (the batch split over them);
+- `one_nudged`: 1 device, every initial parameter moved by one float32 ulp: how far
+  rounding-level differences (such as another summation order) carry in `--steps`
+  steps of this training, measured on this very machine;
+- `one_other_seed`: 1 device, another seed's data order: what a real mistake moves.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import jax
+import numpy as np
+
+from mnist_plus import config as config_lib
+from mnist_plus import data, loops, sampler
+from mnist_plus import mesh as mesh_lib
+from mnist_plus.state import create_state
+from mnist_plus.train_step import zero_train_metrics
+
+
+def run(config: config_lib.Config, mnist: data.Mnist, num_devices: int, steps: int,
+        nudge: bool = False, data_seed: int | None = None) -> np.ndarray:
+    mesh = mesh_lib.make_mesh(num_devices)
+    steps_per_epoch = sampler.steps_per_epoch(len(mnist.train_labels), config.batch_size)
+    state = create_state(config, steps_per_epoch, mesh)
+    if nudge:
+        params = jax.tree_util.tree_map(
+            lambda p: np.nextafter(np.asarray(p), np.float32(np.inf)), state.params)
+        state = state.replace(params=mesh_lib.put_replicated(params, mesh))
+    loop = loops.make_loop("host", sampler.normalise(mnist.train_images), mnist.train_labels,
+                           config.seed if data_seed is None else data_seed, config.batch_size,
+                           mesh=mesh)
+    metrics = mesh_lib.put_replicated(zero_train_metrics(), mesh)
+    done, epoch = 0, 0
+    while done < steps:
+        n = min(steps - done, steps_per_epoch)
+        state, metrics = loop.run(state, metrics, epoch, 0, n)
+        done, epoch = done + n, epoch + 1
+    leaves = jax.tree_util.tree_leaves(jax.device_get(state.params))
+    return np.concatenate([np.ravel(x) for x in leaves]).astype(np.float64)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--tfds-dir", required=True)
+    parser.add_argument("--out", required=True)
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch-size", type=int, default=32)
+    args = parser.parse_args()
+    config = config_lib.Config(batch_size=args.batch_size, width=4, epochs=3, augment_shift=1)
+    mnist = data.load_mnist(args.tfds_dir)
+    n = len(jax.devices())
+    np.savez(args.out, devices=n,
+             one=run(config, mnist, 1, args.steps),
+             many=run(config, mnist, n, args.steps),
+             one_nudged=run(config, mnist, 1, args.steps, nudge=True),
+             one_other_seed=run(config, mnist, 1, args.steps, data_seed=config.seed + 1))
+
+
+if __name__ == "__main__":
+    main()

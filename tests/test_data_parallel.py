@@ -1,0 +1,115 @@
+"""Data parallel on one host: a mesh of forced CPU devices, the batch split over them.
+
+Each run is a subprocess with `XLA_FLAGS=--xla_force_host_platform_device_count=4`
+(the device count is fixed when JAX starts).
+"""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from tests.conftest import REAL_MNIST_DIR, read_bytes, tiny_flags
+
+FOUR = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
+
+
+def _one_line_error(result) -> str:
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_four_devices_compute_the_same_optimisation_as_one(prepared_tiny, cli, tmp_path):
+    """The step is written for the global batch: BatchNorm statistics and the loss mean
+    are over all 32 rows whether one device holds them or four hold 8 each. What
+    differs is only the order of float additions (per-device partial sums, then an
+    all-reduce), so after 20 steps the two runs may differ by rounding carried through
+    training, and by nothing more.
+
+    How far rounding carries is measured, not assumed: the same 1-device run with every
+    initial parameter moved by one float32 ulp (`one_nudged`) shows how much a
+    rounding-level difference grows in these 20 steps on this very machine (Adam turns
+    a tiny gradient difference into an update of up to the learning rate for
+    near-zero gradients, so the growth depends on the run, and on the CPU). A
+    summation-order difference of each step is itself a few ulps, so we allow 30x the
+    one-ulp effect. A real bug (another data order, a batch seen twice or on one
+    device only, BatchNorm over a quarter of the batch) moves parameters like
+    `one_other_seed`, which the test also checks is far outside the bound.
+    """
+    tfds_dir, _ = prepared_tiny
+    out = str(tmp_path / "params.npz")
+    result = cli.run(["-m", "tests.dp_steps", "--tfds-dir", tfds_dir, "--out", out,
+                      "--steps", "20"], env=FOUR)
+    assert result.returncode == 0, result.stderr
+    runs = np.load(out)
+    assert int(runs["devices"]) == 4
+    one, many = runs["one"], runs["many"]
+    rounding = np.max(np.abs(runs["one_nudged"] - one))
+    bound = 30 * rounding + 1e-6
+    assert rounding > 0  # the nudge did change something, so the bound is measured
+    assert np.max(np.abs(many - one)) <= bound
+    assert np.max(np.abs(runs["one_other_seed"] - one)) > 10 * bound
+
+
+def test_training_on_four_devices_writes_the_device_count(prepared_tiny, cli, tmp_path):
+    workdir = tmp_path / "four"
+    result = cli.train(*tiny_flags(prepared_tiny, workdir, "--epochs", "1"), env=FOUR)
+    assert result.returncode == 0, result.stderr
+    assert "mesh data=4 (4 cpu devices, 1 process)" in result.stdout
+    summary = json.loads(read_bytes(workdir / "summary.json"))
+    assert summary["num_devices"] == 4 and summary["num_processes"] == 1
+    assert len(read_bytes(workdir / "metrics.jsonl").splitlines()) == 1
+
+
+@pytest.mark.parametrize("flags, message", [
+    (("--batch-size", "30"), "--batch-size 30 is invalid: it must be divisible by the 4 "
+                             "devices"),
+    (("--eval-batch-size", "50"), "--eval-batch-size 50 is invalid: it must be divisible"),
+    (("--num-devices", "5"), "--num-devices 5 is invalid: this run sees 4 cpu device(s)"),
+])
+def test_a_batch_the_devices_do_not_divide_is_a_usage_error(prepared_tiny, cli, tmp_path,
+                                                            flags, message):
+    workdir = tmp_path / "bad"
+    result = cli.train(*tiny_flags(prepared_tiny, workdir, *flags), env=FOUR)
+    assert result.returncode == 2
+    assert message in _one_line_error(result)
+    assert not (workdir / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("first, then", [("4", "1"), ("1", "4")])
+def test_a_checkpoint_resumes_on_another_number_of_devices(prepared_tiny, cli, tmp_path,
+                                                           first, then):
+    """Saved from state replicated over one mesh, restored replicated over another:
+    training goes on from the same step with the same parameters."""
+    workdir = tmp_path / "run"
+    flags = tiny_flags(prepared_tiny, workdir, "--epochs", "2")
+    crashed = cli.crash(["--after-saves", "1"], [*flags, "--num-devices", first], env=FOUR)
+    assert crashed.returncode != 0
+    first_row = read_bytes(workdir / "metrics.jsonl")
+    assert len(first_row.splitlines()) == 1
+    result = cli.train(*flags, "--num-devices", then, env=FOUR)
+    assert result.returncode == 0, result.stderr
+    assert "resumed from checkpoint at step 8" in result.stdout
+    lines = read_bytes(workdir / "metrics.jsonl").splitlines()
+    assert len(lines) == 2 and lines[0] == first_row.splitlines()[0]
+    assert json.loads(lines[1])["step"] == 16
+    summary = json.loads(read_bytes(workdir / "summary.json"))
+    assert summary["num_devices"] == int(then)
+
+
+@pytest.mark.slow
+def test_four_devices_reach_the_accuracy_of_one_on_real_mnist(real_mnist_dir, cli, tmp_path):
+    """One epoch of the default config on real MNIST: the same optimisation up to float
+    rounding, so test accuracies agree to well within 0.1 point (10 of 10,000 images)."""
+    rows = {}
+    for n in ("1", "4"):
+        workdir = tmp_path / f"d{n}"
+        result = cli.train("--workdir", str(workdir), "--mnist-dir", real_mnist_dir,
+                           "--tfds-dir", str(tmp_path / "tfds"), "--epochs", "1",
+                           "--no-progress", "--no-report", "--num-devices", n, env=FOUR,)
+        assert result.returncode == 0, result.stderr
+        rows[n] = json.loads(read_bytes(workdir / "metrics.jsonl"))
+    for key in ("test_digit_accuracy", "test_sum_accuracy"):
+        assert abs(rows["4"][key] - rows["1"][key]) <= 0.001, (key, rows)
