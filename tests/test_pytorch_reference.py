@@ -22,7 +22,8 @@ torch = pytest.importorskip(
                     "PyTorch reference")
 
 SCRIPT = os.path.join(REPO, "experiments", "pytorch_reference.py")
-EPOCH_KEYS = {"epoch", "steps", "train_images", "train_seconds", "eval_seconds",
+EPOCH_KEYS = {"epoch", "steps", "train_images", "train_seconds", "data_seconds",
+              "eval_seconds",
               "epoch_seconds", "images_per_second", "train_loss", "test_loss",
               "test_digit_accuracy", "test_sum_accuracy", "elapsed_seconds",
               "elapsed_train_seconds"}
@@ -80,6 +81,7 @@ def test_run_learns_tiny_digits_and_reports_every_field(reference, tmp_path):
         assert EPOCH_KEYS <= e.keys()
         assert e["steps"] == 32 and e["train_images"] == 512
         assert e["train_seconds"] > 0 and e["eval_seconds"] > 0
+        assert 0 < e["data_seconds"] < e["train_seconds"]
         assert e["epoch_seconds"] == e["train_seconds"] + e["eval_seconds"]
         assert e["images_per_second"] == e["train_images"] / e["train_seconds"]
         assert 0 <= e["test_sum_accuracy"] <= 1
