@@ -38,6 +38,7 @@ import numpy as np  # noqa: E402
 
 from mnist_plus import config as config_lib  # noqa: E402
 from mnist_plus import data, evaluation, loops, sampler  # noqa: E402
+from mnist_plus import mesh as mesh_lib  # noqa: E402
 from mnist_plus.cli import config_from_args, config_parser, run_main  # noqa: E402
 from mnist_plus.errors import MnistPlusError, UsageError  # noqa: E402
 from mnist_plus.state import TrainState, create_state  # noqa: E402
@@ -233,6 +234,51 @@ def bench_epoch(state: TrainState, config: config_lib.Config, mnist: data.Mnist,
             "compile_seconds": warm_seconds - warm * per_step}
 
 
+def default_device_counts(batch_size: int) -> list[int]:
+    """1, 2, 4, ... up to the devices JAX sees, each dividing the batch."""
+    n, counts = len(jax.devices()), []
+    d = 1
+    while d <= n:
+        if batch_size % d == 0:
+            counts.append(d)
+        d *= 2
+    if n not in counts and batch_size % n == 0:
+        counts.append(n)
+    return counts
+
+
+def bench_devices(config: config_lib.Config, mnist: data.Mnist, counts: Sequence[int],
+                  repeats: int, min_repeat_seconds: float) -> list[dict[str, Any]]:
+    """Steady-state step time of the data-parallel step (the global batch split over the
+    first N devices, state replicated) for each N: how training scales with devices.
+    On forced CPU devices (XLA_FLAGS=--xla_force_host_platform_device_count) the devices
+    share the same cores, so this checks the sharded step runs, not speed."""
+    rows = []
+    for n in counts:
+        mesh = mesh_lib.make_mesh(n)
+        mesh_lib.check_divisible(mesh, "batch-size", config.batch_size)
+        state = create_state(config, 1, mesh)
+        host = synthetic_batch(config.batch_size, mnist.train_images, mnist.train_labels)
+        batch = mesh_lib.put_split(host, mesh, config.batch_size)
+        metrics = mesh_lib.put_replicated(zero_train_metrics(), mesh)
+        step = loops.jit_step(train_step, mesh)
+        compile_seconds, (state, metrics) = timed(lambda: step(state, batch, metrics))
+        one, (state, metrics) = timed(lambda: step(state, batch, metrics))
+        inner = max(1, math.ceil(min_repeat_seconds / max(one, 1e-6)))
+        times = []
+        for _ in range(repeats):
+            seconds, (state, metrics) = timed(lambda: _run_steps(step, state, batch, metrics,
+                                                                 inner))
+            times.append(seconds / inner)
+        seconds = statistics.median(times)
+        rows.append({"num_devices": n, "batch_size": config.batch_size,
+                     "per_device_batch": config.batch_size // n, "step_seconds": seconds,
+                     "images_per_second": config.batch_size / seconds,
+                     "first_call_seconds": compile_seconds,
+                     "device_kind": mesh.devices.flat[0].device_kind})
+    return rows
+
+
 def bench_eval(state: TrainState, config: config_lib.Config, mnist: data.Mnist,
                repeats: int) -> dict[str, Any]:
     """Throughput of training's evaluator on the test set (with its all-numbers pass)."""
@@ -326,6 +372,13 @@ def format_report(r: dict[str, Any]) -> str:
     lines += ["", f"evaluation: {ev['images']} test images in {ev['seconds']:.2f} s "
               f"({ev['images_per_second']:.0f} images/s, batch {ev['batch_size']}, with the "
               f"all-ten-numbers sum pass); compile {ev['compile_seconds']:.2f} s"]
+    lines += ["", f"data parallel: batch {r['config']['batch_size']} split over N devices "
+              f"({r['devices'][0]['device_kind'] if r['devices'] else '-'}; forced CPU devices "
+              f"share the same cores)",
+              f"{'devices':>8} {'per device':>11} {'step ms':>9} {'images/s':>10}"]
+    for d in r["devices"]:
+        lines.append(f"{d['num_devices']:>8} {d['per_device_batch']:>11} "
+                     f"{d['step_seconds'] * 1e3:>9.2f} {d['images_per_second']:>10.0f}")
     fs = r["first_step"]
     lines.append(f"process start to first train step: "
                  f"{fs['process_start_to_first_step_seconds']:.2f} s (interpreter "
@@ -404,6 +457,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                        help="training examples (0: 60000, or all of real MNIST)")
     bench.add_argument("--test-examples", type=int, default=0,
                        help="test examples (0: 10000, or all of real MNIST)")
+    bench.add_argument("--device-counts", type=_int_list, default=None,
+                       help="device counts for the data-parallel step timing, comma-separated "
+                            "(default: 1, 2, 4, ... up to the devices JAX sees)")
     bench.add_argument("--json", default="", metavar="PATH", help="also write the results here")
     bench.add_argument("--first-step-only", action="store_true",
                        help="internal: measure process start to first train step and exit")
@@ -462,6 +518,9 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         bench_epoch(state, config, mnist, name, epoch_examples.get(name) or n_train)
         for state, name in zip(states["epoch"], args.loops)])
     evaluation = section("eval", lambda: bench_eval(states["eval"], config, mnist, args.repeats))
+    device_counts = args.device_counts or default_device_counts(config.batch_size)
+    devices = section("devices", lambda: bench_devices(config, mnist, device_counts,
+                                                       args.repeats, args.min_repeat_seconds))
     forward = section("forward_flops",
                       lambda: forward_flops_per_image(states["eval"], args.batch_sizes[0]))
     device = jax.devices()[0]
@@ -474,7 +533,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         "flops_per_image": {"forward": forward,
                             "train_step": steps[0].get("flops_per_image"),
                             "train_step_batch_size": steps[0]["batch_size"]},
-        "epoch": epochs, "eval": evaluation, "first_step": first_step,
+        "epoch": epochs, "eval": evaluation, "first_step": first_step, "devices": devices,
         "section_seconds": sections,
         "benchmark_seconds": time.perf_counter() - t_start,
     }

@@ -2,6 +2,7 @@
 
 import json
 import math
+import os
 import subprocess
 import sys
 
@@ -16,9 +17,10 @@ TINY = ["--batch-sizes", "16", "--repeats", "2", "--warmup-steps", "1",
         "--batch-size", "16", "--eval-batch-size", "32"]
 
 
-def _bench(*flags):
+def _bench(*flags, env=None):
     return subprocess.run([sys.executable, "-m", "mnist_plus.benchmark", *flags], cwd=REPO,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})})
 
 
 def _numbers(tree, path=""):
@@ -34,7 +36,9 @@ def _numbers(tree, path=""):
 
 def test_benchmark_cli_reports_every_figure(tmp_path):
     out = tmp_path / "bench.json"
-    result = _bench(*TINY, "--json", str(out))
+    # Two forced CPU devices: the data-parallel timing runs on 1 and on 2 of them.
+    result = _bench(*TINY, "--json", str(out),
+                    env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
     assert result.returncode == 0, result.stderr
     r = json.loads(out.read_text())
     assert r["backend"] and r["data"] == "synthetic" and r["train_examples"] == 256
@@ -70,13 +74,17 @@ def test_benchmark_cli_reports_every_figure(tmp_path):
         assert math.isclose(e["epoch_seconds"],
                             e["seconds_timed"] * e["steps_per_epoch"] / e["steps_timed"])
     assert r["eval"]["images"] == 64
+    assert [d["num_devices"] for d in r["devices"]] == [1, 2]
+    assert [d["per_device_batch"] for d in r["devices"]] == [16, 8]
+    for d in r["devices"]:
+        assert math.isclose(d["images_per_second"], 16 / d["step_seconds"])
     for path, value in _numbers(r):
         assert math.isfinite(value) and value >= 0, (path, value)
 
     text = result.stdout
     for words in ("dense matmul", "train step", "compile s", "images/s", "util",
                   "model FLOPs per image", "training epoch", "extrapolated from 4 of 16 steps",
-                  "evaluation:", "process start to first train step"):
+                  "evaluation:", "process start to first train step", "data parallel"):
         assert words in text, words
 
 
