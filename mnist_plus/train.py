@@ -70,6 +70,7 @@ def move_earlier_run_aside(workdir: str, log: Callable[[str], None]) -> None:
 
 def build_model(config: config_lib.Config) -> MnistPlusNet:
     return MnistPlusNet(width=config.width, adder_hidden=config.adder_hidden,
+                        adder_kind=config.adder,
                         adder_input=config.adder_input)
 
 
