@@ -89,7 +89,8 @@ def exhaustive_predictions(run: trained.Trained, images: np.ndarray, batch_size:
 
 
 def plot_reliability(rows: list[dict], path: str) -> None:
-    """One panel per run: accuracy against mean confidence per bin, pair counts below."""
+    """One panel per run: per confidence bin, accuracy (bar) and mean confidence (red
+    tick; the gap is the bin's miscalibration), pair counts below (log scale)."""
     from matplotlib.figure import Figure
 
     holdouts = list(dict.fromkeys(r["holdout"] for r in rows))
@@ -107,8 +108,9 @@ def plot_reliability(rows: list[dict], path: str) -> None:
                edgecolor="white", label="accuracy")
         ax.plot([0, 1], [0, 1], "k--", lw=1, label="calibrated")
         filled = np.asarray(b["count"]) > 0
-        ax.plot(np.asarray(b["confidence"], float)[filled], accuracy[filled], "o",
-                color="tab:red", ms=3, label="mean confidence")
+        centres = (edges[:-1] + edges[1:]) / 2
+        ax.plot(centres[filled], np.asarray(b["confidence"], float)[filled], "_",
+                color="tab:red", ms=14, mew=2.5, label="mean confidence (gap: miscalibration)")
         ax.set(xlim=(0, 1), ylim=(0, 1), ylabel="sum accuracy in bin",
                title=f"{r['head']}, holdout {r['holdout']}\nECE {100 * r['ece']:.2f}% "
                      f"(held-out pairs {100 * r['ece_held_out']:.1f}%)")
