@@ -16,7 +16,7 @@ import math
 from typing import Any
 
 from mnist_plus.errors import UsageError
-from mnist_plus.model import ADDER_INPUTS
+from mnist_plus.model import ADDER_INPUTS, ADDERS
 from mnist_plus.sampler import HOLDOUTS
 
 LOOPS = ("auto", "host", "scan")
@@ -39,6 +39,10 @@ class Config:
     width: int = _field(16, "channels of every conv layer (the model's size)")
     adder_hidden: int = _field(64, "hidden units of each of the adder's two layers")
     adder_input: str = _field("logits", "what the adder sees of the image", choices=ADDER_INPUTS)
+    adder: str = _field("mlp", "the sum head: 'mlp' (fully connected layers from [digit logits, "
+                        "one-hot number]) or 'shift' (addition built in: p(sum = s) = "
+                        "p(digit = s - number); no parameters; reads the digit logits)",
+                        choices=ADDERS)
     augment_shift: int = _field(1, "randomly translate training images by up to this many pixels "
                                 "(0: off)")
     holdout: str = _field("none", "(digit, number) pairs never shown in training, to test "
@@ -101,6 +105,9 @@ def validate(config: Config, train_size: int | None = None) -> Config:
         choices = f.metadata["choices"]
         if choices and getattr(config, f.name) not in choices:
             raise bad(f.name, getattr(config, f.name), f"choose one of {', '.join(choices)}")
+    if config.adder == "shift" and config.adder_input != "logits":
+        raise bad("adder_input", config.adder_input,
+                  "--adder shift reads the digit logits: leave --adder-input at logits")
     if train_size is not None and config.batch_size > train_size:
         raise bad("batch_size", config.batch_size,
                   f"it is larger than the {train_size} training examples")

@@ -17,6 +17,8 @@ import jax.numpy as jnp
 from mnist_plus.sampler import NUM_NUMBERS, NUM_SUMS
 
 ADDER_INPUTS = ("logits", "probs", "features")
+ADDERS = ("mlp", "shift")
+SHIFT_MARGIN = 1e4  # how far below the smallest digit logit ShiftAdder puts impossible sums
 
 
 class ConvBlock(nn.Module):
@@ -80,18 +82,48 @@ class Adder(nn.Module):
         return nn.Dense(NUM_SUMS)(x)
 
 
+class ShiftAdder(nn.Module):
+    """Addition built in: sum logits[s] = digit logits[s - n], so p(sum | image, n) is
+    p(digit | image) moved up by n and the answer is a function of digit and number alone.
+
+    The in-range entries are the digit logits themselves (a gather copies bits), so
+    argmax(sum) == argmax(digit) + n exactly. Softmax ignores a per-row shift, so these
+    give the same distribution as log_softmax(digit)[s - n] without its rounding, which
+    could tie two nearly equal logits. The 9 impossible sums get `min(logits) -
+    SHIFT_MARGIN`: finite (no inf - inf in a loss or metric), below every real entry
+    while |logits| < 1e11 (float32 spacing there is under the margin; trained logits
+    are tens), and exp(-1e4) is 0 in float32, so they carry no probability and no gradient.
+    No parameters. The number is read as the argmax of its one-hot.
+    """
+
+    @nn.compact
+    def __call__(self, digit: jax.Array, number: jax.Array) -> jax.Array:
+        n = jnp.argmax(number, axis=-1)[..., None]                   # [..., 1]
+        source = jnp.arange(NUM_SUMS) - n                             # [..., 19]: s - n
+        valid = (source >= 0) & (source < NUM_NUMBERS)
+        copied = jnp.take_along_axis(digit, jnp.clip(source, 0, NUM_NUMBERS - 1), axis=-1)
+        fill = jax.lax.stop_gradient(jnp.min(digit, axis=-1, keepdims=True)) - SHIFT_MARGIN
+        return jnp.where(valid, copied, fill)
+
+
 class MnistPlusNet(nn.Module):
     """Returns (digit_logits [B,10], sum_logits [B,19])."""
 
     width: int = 16
     adder_hidden: int = 64
     adder_input: str = "logits"  # what the adder sees of the image: see ADDER_INPUTS
+    adder_kind: str = "mlp"      # the sum head (Config.adder): see ADDERS
 
     def setup(self):
         if self.adder_input not in ADDER_INPUTS:
             raise ValueError(f"adder_input must be one of {ADDER_INPUTS}, not {self.adder_input!r}")
+        if self.adder_kind not in ADDERS:
+            raise ValueError(f"adder_kind must be one of {ADDERS}, not {self.adder_kind!r}")
+        if self.adder_kind == "shift" and self.adder_input != "logits":
+            raise ValueError(f"the shift adder reads digit logits, not {self.adder_input!r}")
         self.digit_net = DigitNet(self.width)
-        self.adder = Adder(self.adder_hidden)
+        # Named `adder` either way: the MLP's parameters keep their checkpoint path.
+        self.adder = Adder(self.adder_hidden) if self.adder_kind == "mlp" else ShiftAdder()
 
     def _adder_view(self, logits: jax.Array, features: jax.Array) -> jax.Array:
         if self.adder_input == "probs":
@@ -129,8 +161,14 @@ class MnistPlusNet(nn.Module):
         return logits, self._all_numbers(self._adder_view(logits, features))
 
 
+# Model fields whose Config field has another name (`adder` would clash with the
+# submodule attribute `self.adder`, whose name fixes the parameters' paths and init keys).
+_CONFIG_NAME = {"adder_kind": "adder"}
+
+
 def model_fields() -> tuple[str, ...]:
-    """The hyperparameters of `MnistPlusNet`; `Config` has a field of the same name for each."""
+    """The hyperparameters of `MnistPlusNet`; `Config` has a field for each (of the same
+    name, or the one `_CONFIG_NAME` gives)."""
     return tuple(f.name for f in dataclasses.fields(MnistPlusNet)
                  if f.name not in ("parent", "name"))
 
@@ -138,7 +176,8 @@ def model_fields() -> tuple[str, ...]:
 def build_model(config: Any) -> MnistPlusNet:
     """The model a config describes: the one place a model is made from a config, so a
     new model field is added to `MnistPlusNet` and `Config` and nowhere else."""
-    return MnistPlusNet(**{name: getattr(config, name) for name in model_fields()})
+    return MnistPlusNet(**{name: getattr(config, _CONFIG_NAME.get(name, name))
+                           for name in model_fields()})
 
 
 def conv_shapes(model: MnistPlusNet) -> list[tuple[int, int, int, int]]:

@@ -1,9 +1,12 @@
+import json
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from mnist_plus.model import MnistPlusNet, param_count
+from mnist_plus.model import MnistPlusNet, ShiftAdder, param_count
 
 
 @pytest.mark.parametrize("adder_input", ["logits", "probs", "features"])
@@ -41,3 +44,118 @@ def test_unknown_adder_input_is_refused():
     with pytest.raises(ValueError, match="adder_input"):
         MnistPlusNet(adder_input="pixels").init(
             jax.random.key(0), jnp.zeros((1, 28, 28, 1)), jnp.zeros((1, 10)))
+
+
+# ---- The shift adder (--adder shift): addition built into the sum head.
+
+def _shift_net_and_variables(batch: int = 4):
+    net = MnistPlusNet(width=4, adder_kind="shift")
+    image = jnp.asarray(np.random.default_rng(3).normal(size=(batch, 28, 28, 1)), jnp.float32)
+    variables = net.init(jax.random.key(2), image, jnp.zeros((batch, 10)))
+    return net, image, variables
+
+
+def test_shift_adder_sum_is_argmax_digit_plus_number_for_every_number():
+    # Exact by construction: the sum logits in range are bit copies of the digit logits and
+    # the impossible sums lie below all of them, so no tolerance is involved.
+    net, image, variables = _shift_net_and_variables()
+    digit_all, sums_all = net.apply(variables, image, method=MnistPlusNet.exhaustive_sum_logits)
+    assert digit_all.shape == (4, 10) and sums_all.shape == (4, 10, 19)
+    digit = np.argmax(digit_all, -1)
+    for n in range(10):
+        np.testing.assert_array_equal(np.argmax(sums_all[:, n], -1), digit + n)
+        _, total = net.apply(variables, image, jax.nn.one_hot(jnp.full((4,), n), 10))
+        assert total.shape == (4, 19)
+        np.testing.assert_array_equal(total, sums_all[:, n])  # same gather, same bits
+        np.testing.assert_array_equal(total[:, n:n + 10], digit_all)
+
+
+def test_shift_adder_keeps_near_ties_that_log_softmax_would_merge():
+    # Logits 1e-8 apart near 0 (a normal float32, so no flush to zero): subtracting the
+    # logsumexp (about 2.3, float32 spacing 2.4e-7 there) rounds both to the same value, so a
+    # head built on log_softmax would answer the first of the two.
+    digit = jnp.zeros((1, 10)).at[0, 7].set(1e-8)
+    assert int(jnp.argmax(digit)) == 7
+    assert int(jnp.argmax(jax.nn.log_softmax(digit))) == 0  # the hazard is real here
+    number = jax.nn.one_hot(jnp.array([5]), 10)
+    total = ShiftAdder().apply({}, digit, number)
+    assert int(jnp.argmax(total)) == 12
+
+
+def test_shift_adder_probabilities_are_the_digit_probabilities_moved_by_the_number():
+    rng = np.random.default_rng(0)
+    digit = jnp.asarray(rng.normal(scale=5.0, size=(6, 10)), jnp.float32)
+    numbers = np.array([0, 1, 4, 5, 8, 9])
+    total = ShiftAdder().apply({}, digit, jax.nn.one_hot(numbers, 10))
+    p_sum, p_digit = np.asarray(jax.nn.softmax(total)), np.asarray(jax.nn.softmax(digit))
+    for i, n in enumerate(numbers):
+        # Same exponentials (same max subtracted); only the order of the sum of 10 positive
+        # terms may differ: relative error at most about 10 * 2**-24 each way, 1e-5 covers it.
+        np.testing.assert_allclose(p_sum[i, n:n + 10], p_digit[i], rtol=1e-5)
+        outside = np.r_[p_sum[i, :n], p_sum[i, n + 10:]]
+        assert np.all(outside == 0.0)  # exp(-1e4) underflows to exactly 0 in float32
+
+
+def test_shift_adder_loss_is_finite_with_sane_gradients_even_for_extreme_logits():
+    for scale in (1.0, 1e3):
+        digit = scale * jnp.asarray(np.random.default_rng(1).normal(size=(8, 10)), jnp.float32)
+        digits = jnp.argmin(digit, -1)   # the least likely digit: the largest loss
+        numbers = jnp.arange(8) % 10
+        def loss(d):
+            total = ShiftAdder().apply({}, d, jax.nn.one_hot(numbers, 10))
+            return optax.softmax_cross_entropy_with_integer_labels(total, digits + numbers).sum()
+        value, grad = jax.value_and_grad(loss)(digit)
+        assert np.isfinite(value) and np.all(np.isfinite(grad))
+        # d(loss)/d(digit logits) of the shifted head is the digit head's own: p - onehot.
+        expected = jax.nn.softmax(digit) - jax.nn.one_hot(digits, 10)
+        np.testing.assert_allclose(grad, expected, atol=1e-5)  # probabilities: see above
+
+
+def test_shift_adder_has_no_parameters():
+    _, _, shift = _shift_net_and_variables(batch=1)
+    mlp = MnistPlusNet(width=4).init(jax.random.key(2), jnp.zeros((1, 28, 28, 1)),
+                                     jnp.zeros((1, 10)))
+    assert "adder" not in shift["params"]
+    assert param_count(shift["params"]) == (param_count(mlp["params"])
+                                            - param_count(mlp["params"]["adder"]))
+
+
+def test_adder_flag_takes_only_known_heads_and_shift_only_with_logits():
+    from mnist_plus import config as config_lib
+    from mnist_plus.cli import config_from_args, config_parser
+    from mnist_plus.errors import UsageError
+
+    parser = config_parser("mnist_plus.train", "test")
+    assert config_from_args(parser.parse_args(["--adder", "shift"])).adder == "shift"
+    assert config_from_args(parser.parse_args([])).adder == "mlp"
+    with pytest.raises(UsageError, match="argument --adder: invalid choice: 'sum'"):
+        parser.parse_args(["--adder", "sum"])
+    with pytest.raises(UsageError, match="--adder-input 'probs' is invalid: --adder shift"):
+        config_lib.validate(config_lib.Config(adder="shift", adder_input="probs"))
+    with pytest.raises(ValueError, match="adder_kind"):
+        MnistPlusNet(adder_kind="sum").init(
+            jax.random.key(0), jnp.zeros((1, 28, 28, 1)), jnp.zeros((1, 10)))
+
+
+def test_shift_adder_trains_on_tiny_data_and_resume_refuses_another_adder(prepared_tiny,
+                                                                         tmp_path):
+    from mnist_plus.errors import UsageError
+    from mnist_plus.train import train_and_evaluate
+    from tests.conftest import tiny_config
+
+    config = tiny_config(prepared_tiny, adder="shift", report=False)
+    summary = train_and_evaluate(config, str(tmp_path), log=lambda s: None)
+    rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+    assert summary["epochs"] == len(rows) == 3
+    assert all(np.isfinite(r[k]) for r in rows for k in ("train_loss", "test_loss"))
+    # 24 steps barely move the tiny net (about 10-20% accuracy) but the loss does fall.
+    assert rows[0]["train_loss"] > rows[1]["train_loss"] > rows[2]["train_loss"]
+    for r in rows:
+        # A sum is right exactly when the digit is, with any number: equal counts, no tolerance.
+        assert r["test_sum_accuracy"] == r["test_digit_accuracy"]
+        assert r["test_exhaustive_sum_accuracy"] == r["test_digit_accuracy"]
+        # Same cross-entropy up to the order of a 10-term logsumexp: float32 rounding only.
+        assert r["test_sum_loss"] == pytest.approx(r["test_digit_loss"], rel=1e-5)
+    with pytest.raises(UsageError, match="adder: 'shift' -> 'mlp'"):
+        train_and_evaluate(tiny_config(prepared_tiny, adder="mlp", report=False),
+                           str(tmp_path), log=lambda s: None)
