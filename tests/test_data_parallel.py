@@ -30,13 +30,16 @@ def test_four_devices_compute_the_same_optimisation_as_one(prepared_tiny, cli, t
 
     How far rounding carries is measured, not assumed: the same 1-device run with every
     initial parameter moved by one float32 ulp (`one_nudged`) shows how much a
-    rounding-level difference grows in these 20 steps on this very machine (Adam turns
-    a tiny gradient difference into an update of up to the learning rate for
-    near-zero gradients, so the growth depends on the run, and on the CPU). A
-    summation-order difference of each step is itself a few ulps, so we allow 30x the
-    one-ulp effect. A real bug (another data order, a batch seen twice or on one
-    device only, BatchNorm over a quarter of the batch) moves parameters like
-    `one_other_seed`, which the test also checks is far outside the bound.
+    rounding-level difference grows in these 20 steps on this very machine. It grows a
+    lot: Adam turns a tiny gradient difference into an update of up to the learning rate
+    for near-zero gradients, so single parameters jump by up to ~lr per step (measured
+    here: max 0.04, mean 0.0018 after 20 steps). So the comparison is of the mean
+    absolute difference over all parameters, which rounding noise of any origin drives
+    to the same level: 4 devices must stay within 3x the one-ulp drift. A real bug (another
+    data order, a batch seen twice or by one device only, BatchNorm over a quarter of the
+    batch) is a difference in the data or the maths, not in rounding: `one_other_seed`,
+    another data order, must land well outside the bound (measured: mean 0.024, 13x the
+    one-ulp drift).
     """
     tfds_dir, _ = prepared_tiny
     out = str(tmp_path / "params.npz")
@@ -46,11 +49,11 @@ def test_four_devices_compute_the_same_optimisation_as_one(prepared_tiny, cli, t
     runs = np.load(out)
     assert int(runs["devices"]) == 4
     one, many = runs["one"], runs["many"]
-    rounding = np.max(np.abs(runs["one_nudged"] - one))
-    bound = 30 * rounding + 1e-6
+    rounding = np.mean(np.abs(runs["one_nudged"] - one))
     assert rounding > 0  # the nudge did change something, so the bound is measured
-    assert np.max(np.abs(many - one)) <= bound
-    assert np.max(np.abs(runs["one_other_seed"] - one)) > 10 * bound
+    bound = 3 * rounding
+    assert np.mean(np.abs(many - one)) <= bound
+    assert np.mean(np.abs(runs["one_other_seed"] - one)) > 2 * bound
 
 
 def test_training_on_four_devices_writes_the_device_count(prepared_tiny, cli, tmp_path):

@@ -78,8 +78,9 @@ def test_two_processes_train_as_one_process_with_four_devices(prepared_tiny, cli
                                                               two_process_run, tmp_path):
     """Same mesh size, same global batches, so the same optimisation; only where the
     float additions of the all-reduce happen differs (gloo between processes). The
-    tolerance is measured as in test_data_parallel: 30x how far a one-ulp nudge of the
-    initial parameters carries in the same 24 steps on this machine."""
+    tolerance is derived as in test_data_parallel: the mean absolute parameter difference
+    within 3x what a one-ulp nudge of the initial parameters becomes in the same 24 steps
+    on this machine."""
     summary = json.loads(read_bytes(two_process_run / "summary.json"))
     assert summary["num_processes"] == 2 and summary["num_devices"] == 4
     assert len(read_bytes(two_process_run / "metrics.jsonl").splitlines()) == 3  # written once
@@ -98,10 +99,12 @@ def test_two_processes_train_as_one_process_with_four_devices(prepared_tiny, cli
                       "--steps", "24"], env=FOUR)
     assert result.returncode == 0, result.stderr
     runs = np.load(calibration)
-    bound = 30 * np.max(np.abs(runs["one_nudged"] - runs["one"])) + 1e-6
+    bound = 3 * np.mean(np.abs(runs["one_nudged"] - runs["one"]))
+    # Only the params: `one` and `one_nudged` hold the parameters, not the optimizer state.
+    n_params = len(runs["one"])
     params_two = np.concatenate([np.ravel(x) for x in leaves_two]).astype(np.float64)
     params_one = np.concatenate([np.ravel(x) for x in leaves_one]).astype(np.float64)
-    assert np.max(np.abs(params_two - params_one)) <= bound
+    assert np.mean(np.abs(params_two[:n_params] - params_one[:n_params])) <= bound
 
 
 def test_killing_one_process_stops_the_other_and_a_restart_resumes_exactly(
