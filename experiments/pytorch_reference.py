@@ -229,6 +229,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                    help="test digit accuracy that counts as reaching the target")
     p.add_argument("--target-sum", type=float, default=0.98,
                    help="test sum accuracy that counts as reaching the target")
+    p.add_argument("--stop-at-target", action="store_true",
+                   help="stop after the first epoch that reaches both targets")
     p.add_argument("--json", default="", metavar="OUT", help="write the results here")
     p.add_argument("--quiet", action="store_true", help="print no per-epoch lines")
     return p.parse_args(argv)
@@ -389,6 +391,8 @@ def run(argv: Sequence[str] | None = None,
         result["final"] = {k: metrics[k] for k in ("test_digit_accuracy", "test_sum_accuracy")}
         if args.json:
             _write_json(args.json, result)
+        if args.stop_at_target and result["target_reached_epoch"] is not None:
+            break
 
     reached = result["target_reached_epoch"]
     log(f"targets (digit {args.target_digit:.2%}, sum {args.target_sum:.2%}): "

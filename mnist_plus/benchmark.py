@@ -461,9 +461,38 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                        help="device counts for the data-parallel step timing, comma-separated "
                             "(default: 1, 2, 4, ... up to the devices JAX sees)")
     bench.add_argument("--json", default="", metavar="PATH", help="also write the results here")
+    speed = parser.add_argument_group("time to accuracy and the PyTorch baseline")
+    speed.add_argument("--time-to-accuracy", type=float, default=0.0, metavar="TARGET",
+                       help="instead of the figures above: train the --preset K times (--seeds) "
+                            "and report the wall time until test digit and sum accuracy both "
+                            "reach TARGET (e.g. 0.99)")
+    speed.add_argument("--seeds", type=_int_list, default=[3], metavar="K|S1,S2,..",
+                       help="with --time-to-accuracy: K seeds 0..K-1, or a list of seeds")
+    speed.add_argument("--preset", choices=sorted(config_lib.PRESETS), default="fast",
+                       help="with --time-to-accuracy: the config preset trained (config flags "
+                            "given on the command line override it)")
+    speed.add_argument("--compare-pytorch", action="store_true",
+                       help="run the write-up in PyTorch (experiments/pytorch_reference.py, "
+                            "pip install -e '.[pytorch]') side by side: per epoch and per image "
+                            "(alone), or its time to 99%% digit / 98%% sum (with "
+                            "--time-to-accuracy)")
+    speed.add_argument("--compare-epochs", type=int, default=2,
+                       help="with --compare-pytorch alone: epochs of each to time")
+    speed.add_argument("--pytorch-epochs", type=int, default=20,
+                       help="with --time-to-accuracy --compare-pytorch: most epochs the baseline "
+                            "may take to reach its targets")
+    speed.add_argument("--pytorch-threads", type=int, default=0,
+                       help="torch threads for the baseline (0: torch's default)")
     bench.add_argument("--first-step-only", action="store_true",
                        help="internal: measure process start to first train step and exit")
     args = parser.parse_args(argv)
+    if args.time_to_accuracy and not 0 < args.time_to_accuracy < 1:
+        raise UsageError(f"--time-to-accuracy {args.time_to_accuracy} is invalid: give a "
+                         f"target accuracy between 0 and 1, e.g. 0.99")
+    for name in ("compare_epochs", "pytorch_epochs"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)} is invalid: it "
+                             f"must be a positive integer")
     for name in ("repeats", "warmup_steps", "min_repeat_seconds", "train_examples",
                  "test_examples", "matmul_size"):
         value, least = getattr(args, name), 1 if name == "repeats" else 0
@@ -539,15 +568,51 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     }
 
 
+def _speed_config(args: argparse.Namespace, argv: Sequence[str]) -> config_lib.Config:
+    """The preset, with the config flags given on the command line on top."""
+    config = dataclasses.replace(config_from_args(args), progress=False, report=False)
+    given = {a.split("=", 1)[0][2:].replace("-", "_") for a in argv if a.startswith("--")}
+    preset = {k: v for k, v in config_lib.PRESETS[args.preset].items() if k not in given}
+    return config_lib.validate(dataclasses.replace(config, **preset))
+
+
+def run_speed(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
+    from mnist_plus import speedrun
+
+    mnist_dir = args.mnist_dir or os.environ.get("MNIST_PLUS_MNIST_DIR", "")
+    if args.compare_pytorch and not mnist_dir:
+        raise UsageError("--compare-pytorch reads the MNIST IDX files: pass --mnist-dir DIR or "
+                         "set MNIST_PLUS_MNIST_DIR")
+    log = lambda s: print(s, flush=True)  # noqa: E731
+    log(f"CPU vector ISA: {speedrun.cpu_isa()}; backend {jax.default_backend()}")
+    if args.time_to_accuracy:
+        seeds = (list(range(args.seeds[0])) if len(args.seeds) == 1 else args.seeds)
+        return speedrun.time_to_accuracy(_speed_config(args, argv), args.time_to_accuracy,
+                                         seeds, mnist_dir, args.compare_pytorch,
+                                         args.pytorch_epochs, args.pytorch_threads or None, log)
+    config = config_lib.validate(dataclasses.replace(config_from_args(args), progress=False,
+                                                     report=False))
+    return speedrun.compare_epochs(config, args.compare_epochs, mnist_dir,
+                                   args.pytorch_threads or None, log)
+
+
 def _main(argv: Sequence[str] | None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     args = parse_args(argv)
     config = config_lib.validate(config_from_args(args))
+    if args.time_to_accuracy or args.compare_pytorch:
+        results = run_speed(args, argv)
+        _write_json(args, results)
+        return
     if args.first_step_only:
         print(FIRST_STEP_MARKER + json.dumps(first_step_probe(args, config)), flush=True)
         return
     results = run(args, argv)
     print(format_report(results), flush=True)
+    _write_json(args, results)
+
+
+def _write_json(args: argparse.Namespace, results: dict[str, Any]) -> None:
     if args.json:
         try:
             with open(args.json, "w") as f:

@@ -175,13 +175,17 @@ def train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool =
                     last_good = int(state.step)
             if bar:
                 bar.close()
-            row = metrics_lib.epoch_row(epoch + 1, int(state.step),
-                                        metrics_lib.to_host(train_sums), evaluator.metrics(state))
+            train_host = metrics_lib.to_host(train_sums)  # waits for the epoch's last step
+            t_eval = time.time()
+            row = metrics_lib.epoch_row(epoch + 1, int(state.step), train_host,
+                                        evaluator.metrics(state))
             seconds = time.time() - t_epoch
+            eval_seconds = time.time() - t_eval
             metrics_log.append(row)
             if tensorboard is not None:
                 tensorboard.epoch(row)
-            timing_log.append({"epoch": epoch + 1, "seconds": seconds})
+            timing_log.append({"epoch": epoch + 1, "seconds": seconds,
+                               "eval_seconds": eval_seconds})
             log(metrics_lib.format_epoch(row, seconds))
             epoch, start = epoch + 1, 0
             train_sums = mesh_lib.put_replicated(zero_train_metrics(), mesh)

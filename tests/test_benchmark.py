@@ -120,3 +120,31 @@ class _Compiled:
 ])
 def test_compiled_flops_reads_every_shape_of_cost_analysis(analysis, flops):
     assert benchmark.compiled_flops(_Compiled(analysis)) == flops
+
+
+def test_time_to_accuracy_reports_every_seed(prepared_tiny, tmp_path):
+    """The tiny data, a low target: every seed reaches it, and the JSON adds up."""
+    tfds_dir, mnist_dir = prepared_tiny
+    out = tmp_path / "tta.json"
+    result = _bench("--time-to-accuracy", "0.01", "--seeds", "2", "--tfds-dir", tfds_dir,
+                    "--mnist-dir", mnist_dir, "--width", "2", "--batch-size", "32",
+                    "--eval-batch-size", "64", "--epochs", "2", "--json", str(out))
+    assert result.returncode == 0, result.stderr
+    tta = json.loads(out.read_text())["time_to_accuracy"]
+    assert tta["target"] == 0.01 and tta["seeds"] == [0, 1] and tta["reached"]
+    assert tta["config"]["epochs"] == 2  # the flag overrides the preset's 3
+    seconds = [s["seconds"] for s in tta["per_seed"]]
+    assert math.isclose(tta["mean_seconds"], sum(seconds) / 2)
+    for s in tta["per_seed"]:
+        epochs = s["epochs"][:s["epoch"]]
+        assert math.isclose(s["seconds"], sum(e["epoch_seconds"] for e in epochs))
+        assert 0 < s["train_seconds"] < s["seconds"]
+    assert "seed 1:" in result.stdout and "CPU vector ISA" in result.stdout
+
+
+def test_compare_pytorch_needs_the_mnist_files(monkeypatch, capsys):
+    monkeypatch.delenv("MNIST_PLUS_MNIST_DIR", raising=False)
+    with pytest.raises(SystemExit) as exit_info:
+        benchmark.main(["--compare-pytorch"])
+    assert exit_info.value.code == 2
+    assert "--compare-pytorch reads the MNIST IDX files" in capsys.readouterr().err
