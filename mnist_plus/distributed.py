@@ -170,10 +170,12 @@ def supervise(module: str, argv: Sequence[str]) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda signum, frame: child.send_signal(signum))
     fatal: str | None = None
+    explained = False  # the child already said what went wrong, in one line
     held: list[str] = []  # the runtime's own (glog) messages, from the first one on
     assert child.stderr is not None
     for line in child.stderr:
         if not held and not _RUNTIME_LOG.match(line):
+            explained = explained or line.startswith("error: ")
             sys.stderr.write(line)
             sys.stderr.flush()
             continue
@@ -184,6 +186,8 @@ def supervise(module: str, argv: Sequence[str]) -> int:
     if fatal is None:
         sys.stderr.writelines(held)
         return code if code >= 0 else 128 - code
+    if explained:  # the runtime aborted while the child was exiting after its own error
+        return 1
     fd, log_path = tempfile.mkstemp(prefix="mnist_plus-runtime-", suffix=".log")
     with os.fdopen(fd, "w") as f:
         f.writelines(held)

@@ -260,11 +260,12 @@ def _main(argv: Sequence[str] | None) -> None:
                            log=lambda s: print(s, flush=True))
     except jax.errors.JaxRuntimeError as e:
         first = (str(e).strip().splitlines() or ["?"])[0][:300]
-        raise distributed.ProcessLostError(
-            f"process {jax.process_index()} of {jax.process_count()} stopped: a collective "
-            f"operation failed, most likely because another process of the run died "
-            f"({first}); restart every process with the same command to resume from the "
-            f"newest checkpoint") from None
+        print(f"error: process {jax.process_index()} of {jax.process_count()} stopped: a "
+              f"collective operation failed, most likely because another process of the run "
+              f"died ({first}); restart every process with the same command to resume from "
+              f"the newest checkpoint", file=sys.stderr, flush=True)
+        # Not a normal exit: jax.distributed's shutdown would wait for the dead process.
+        os._exit(distributed.ProcessLostError.exit_code)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

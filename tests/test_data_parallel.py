@@ -56,9 +56,11 @@ def test_four_devices_compute_the_same_optimisation_as_one(prepared_tiny, cli, t
     assert np.mean(np.abs(runs["one_other_seed"] - one)) > 2 * bound
 
 
-def test_training_on_four_devices_writes_the_device_count(prepared_tiny, cli, tmp_path):
+@pytest.mark.parametrize("loop", ["host", "scan"])
+def test_training_on_four_devices_writes_the_device_count(prepared_tiny, cli, tmp_path, loop):
     workdir = tmp_path / "four"
-    result = cli.train(*tiny_flags(prepared_tiny, workdir, "--epochs", "1"), env=FOUR)
+    result = cli.train(*tiny_flags(prepared_tiny, workdir, "--epochs", "1", "--loop", loop),
+                       env=FOUR)
     assert result.returncode == 0, result.stderr
     assert "mesh data=4 (4 cpu devices, 1 process)" in result.stdout
     summary = json.loads(read_bytes(workdir / "summary.json"))
