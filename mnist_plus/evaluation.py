@@ -66,6 +66,8 @@ class Evaluator:
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, numbers: np.ndarray,
                  batch_size: int, mesh: Mesh | None = None):
+        if mesh is not None:  # whole rows per device: round up (the padding is masked out)
+            batch_size = -(-batch_size // mesh.size) * mesh.size
         self.batch_size = batch_size
         self._batches = _place_batches(
             list(sampler.eval_batches(sampler.normalise(images), labels, numbers, batch_size)),

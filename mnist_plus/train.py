@@ -94,7 +94,6 @@ def train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool =
     config_lib.validate(config)
     mesh = mesh_lib.make_mesh(config.num_devices or None)
     mesh_lib.check_divisible(mesh, "batch-size", config.batch_size)
-    mesh_lib.check_divisible(mesh, "eval-batch-size", config.eval_batch_size)
     primary = jax.process_index() == 0  # the one process that writes logs and reports
     if not primary:
         log = lambda s: None  # noqa: E731
