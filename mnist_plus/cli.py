@@ -8,7 +8,7 @@ import sys
 from typing import Sequence
 
 from mnist_plus.config import Config
-from mnist_plus.errors import MnistPlusError, UsageError
+from mnist_plus.errors import Interrupted, MnistPlusError, UsageError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -60,11 +60,15 @@ def run_main(fn, argv: Sequence[str] | None = None) -> int:
     """Run `fn(argv)`; expected errors become one line on stderr and their exit code."""
     try:
         fn(argv)
+    except Interrupted as e:  # not an error: the run stopped as asked and can resume
+        print(e, file=sys.stderr)
+        return e.exit_code
     except MnistPlusError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:
-        print("interrupted: the newest complete checkpoint is kept; rerun to resume",
-              file=sys.stderr)
+        # Outside the training loop (which saves first: see preemption.py).
+        print("interrupted by SIGINT: the newest complete checkpoint is kept; rerun the same "
+              "command to resume", file=sys.stderr)
         return 130
     return 0

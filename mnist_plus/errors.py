@@ -19,3 +19,14 @@ class DataError(UsageError):
 
 class DivergedError(MnistPlusError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class Interrupted(MnistPlusError):
+    """SIGTERM or SIGINT stopped training after a checkpoint was saved; rerun to resume.
+
+    The exit status is the shell's for a process ended by that signal (128 + number),
+    so schedulers and scripts see the cause they sent."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum

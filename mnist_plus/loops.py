@@ -29,7 +29,9 @@ from mnist_plus import sampler
 from mnist_plus.state import TrainState
 from mnist_plus.train_step import Metrics, train_step
 
-Progress = Callable[[int], None]
+# Called with the number of steps just run; a true result stops the loop there (at a
+# step boundary; `state.step` then says how far it got): see preemption.py.
+Progress = Callable[[int], "bool | None"]
 
 
 def split_at_multiples(start: int, stop: int, every: int,
@@ -116,7 +118,8 @@ class HostLoop:
         for _, batch in zip(range(stop - start),
                             prefetch(self._batches(epoch, start), place=self._place)):
             state, metrics = self._step(state, batch, metrics)
-            progress(1)
+            if progress(1):
+                break
         return state, metrics
 
 
@@ -204,7 +207,8 @@ class ScanLoop:
                                          max_shift=self.max_shift,
                                          batch_sharding=self._batch_sharding)
             step += n
-            progress(n)
+            if progress(n):
+                break
         return state, metrics
 
 

@@ -86,12 +86,22 @@ class _LoggingLoop:
         every = self._tb.every_steps
         if self._epoch != epoch:  # a new epoch, or the first one of a (resumed) session
             self._epoch, self._window_start = epoch, metrics_lib.to_host(metrics)
+        done, stopped = 0, False
+
+        def counted(n: int):  # a true result (a stop request) ends the run early
+            nonlocal done, stopped
+            done += n
+            stopped = bool(progress(n))
+            return stopped
+
         for a, b in loops.split_at_multiples(start, stop, every):  # steps within the epoch
-            state, metrics = self._loop.run(state, metrics, epoch, a, b, progress=progress)
-            if b % every == 0:
+            state, metrics = self._loop.run(state, metrics, epoch, a, b, progress=counted)
+            if start + done == b and b % every == 0:  # a complete window
                 # Read now: the next call may donate (invalidate) `metrics`.
                 now = metrics_lib.to_host(metrics)
                 self._tb.steps({k: now[k] - self._window_start[k] for k in _WINDOW_KEYS},
                                step=int(state.step))
                 self._window_start = now
+            if stopped:
+                break
         return state, metrics

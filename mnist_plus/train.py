@@ -19,7 +19,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mnist_plus import config as config_lib  # noqa: E402
-from mnist_plus import data, distributed, evaluation, loops, sampler  # noqa: E402
+from mnist_plus import data, distributed, evaluation, loops, preemption, sampler  # noqa: E402
+from mnist_plus import workdir_lock  # noqa: E402
 from mnist_plus import mesh as mesh_lib  # noqa: E402
 from mnist_plus import metrics as metrics_lib  # noqa: E402
 from mnist_plus import tensorboard as tensorboard_lib  # noqa: E402
@@ -90,8 +91,17 @@ def _progress_bar(enabled: bool, total: int, initial: int, epoch: int):
 
 def train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool = False,
                        log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train `config` in `workdir`, resuming from its newest checkpoint; returns the summary."""
+    """Train `config` in `workdir`, resuming from its newest checkpoint; returns the summary.
+
+    One training per workdir: a second one fails at once (workdir_lock). SIGTERM/SIGINT
+    during training checkpoint the current step and raise `Interrupted` (preemption)."""
     config_lib.validate(config)
+    with workdir_lock.held(prepare_workdir(workdir), enabled=jax.process_index() == 0):
+        return _train_and_evaluate(config, workdir, fresh=fresh, log=log)
+
+
+def _train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool,
+                        log: Callable[[str], None]) -> dict[str, Any]:
     mesh = mesh_lib.make_mesh(config.num_devices or None)
     mesh_lib.check_divisible(mesh, "batch-size", config.batch_size)
     primary = jax.process_index() == 0  # the one process that writes logs and reports
@@ -122,6 +132,7 @@ def train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool =
     timing_log = metrics_lib.JsonlLog(os.path.join(workdir, "timing.jsonl"), enabled=primary)
     epoch, start = 0, 0
     tensorboard = None
+    preempt = preemption.Preemption(multiprocess=jax.process_count() > 1)
     try:
         restored = checkpointer.restore(state, train_sums, config, mesh=mesh)
         if restored is not None:
@@ -150,16 +161,18 @@ def train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool =
         evaluator = evaluation.evaluator_for(config, mnist.test_images, mnist.test_labels, mesh)
         first_step_seconds = None
         last_good = checkpointer.latest_step()
+        preempt.install()
         while epoch < config.epochs:
             t_epoch = time.time()
             bar = _progress_bar(config.progress and primary, steps_per_epoch, start, epoch)
 
-            def progress(n: int) -> None:
+            def progress(n: int) -> bool:
                 nonlocal first_step_seconds
                 if first_step_seconds is None:
                     first_step_seconds = time.time() - _PROCESS_START
                 if bar:
                     bar.update(n)
+                return preempt.step(n)  # True: a signal came, stop here
 
             # Cut where the global step hits a multiple of --checkpoint-every-steps.
             for seg_start, seg_stop in loops.split_at_multiples(
@@ -168,12 +181,18 @@ def train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool =
                 state, train_sums = loop.run(state, train_sums, epoch, seg_start, seg_stop,
                                              progress=progress)
                 _check_finite(train_sums, epoch, last_good)
+                if preempt.stopped:  # perhaps before seg_stop
+                    seg_stop = int(state.step) - epoch * steps_per_epoch
                 if seg_stop < steps_per_epoch:
                     checkpointer.save(state, train_sums, epoch=epoch, step_in_epoch=seg_stop,
                                       config=config)
                     last_good = int(state.step)
+                    if preempt.poll():
+                        break
             if bar:
                 bar.close()
+            if preempt.stopped and seg_stop < steps_per_epoch:
+                break  # mid-epoch: saved above
             train_host = metrics_lib.to_host(train_sums)  # waits for the epoch's last step
             t_eval = time.time()
             row = metrics_lib.epoch_row(epoch + 1, int(state.step), train_host,
@@ -190,10 +209,16 @@ def train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool =
             train_sums = mesh_lib.put_replicated(zero_train_metrics(), mesh)
             checkpointer.save(state, train_sums, epoch=epoch, step_in_epoch=0, config=config)
             last_good = int(state.step)
+            if preempt.poll():  # e.g. a signal during the evaluation or the save
+                break
     finally:
-        checkpointer.close()
+        checkpointer.close()  # waits for the last save, also after a signal
         if tensorboard is not None:
             tensorboard.close()
+        preempt.restore()
+    if preempt.pending():
+        raise preemption.interrupted(preempt.pending(), int(state.step), steps_per_epoch,
+                                     config.epochs)
     if primary:
         _report(config, workdir, mnist, log)
     return _finish(workdir, metrics_log, timing_log, load_seconds, first_step_seconds, mesh,

@@ -127,7 +127,10 @@ def test_fresh_moves_the_old_run_aside(prepared_tiny, reference_run, tmp_path):
                        log=lines.append)
     aside = [n for n in os.listdir(workdir) if n.startswith("previous-")]
     assert len(aside) == 1 and any("--fresh: moved" in line for line in lines)
-    assert snapshot(os.path.join(workdir, aside[0])) == old
+    # Everything but the workdir's lock, which stays (see workdir_lock.py).
+    assert snapshot(os.path.join(workdir, aside[0])) == {k: v for k, v in old.items()
+                                                         if k != ".lock"}
+    assert os.path.exists(os.path.join(workdir, ".lock"))
     assert len(read_bytes(os.path.join(workdir, "metrics.jsonl")).splitlines()) == 1
 
 
