@@ -42,12 +42,16 @@ def eval_counts(state: TrainState, batch: sampler.Batch) -> Metrics:
 
 
 def sum_over_batches(step: Callable[[Any, sampler.Batch], Metrics], state: Any,
-                     batches: Sequence[sampler.Batch]) -> Metrics:
-    """`step(state, batch)` summed over `batches`, on the device (one sync at the end)."""
+                     batches: Sequence[sampler.Batch], sync_each_batch: bool = False
+                     ) -> Metrics:
+    """`step(state, batch)` summed over `batches`, on the device (one sync at the end, or
+    one per batch with `sync_each_batch`: see `mesh.one_step_in_flight`)."""
     total = None
     for batch in batches:
         sums = step(state, batch)
         total = sums if total is None else jax.tree_util.tree_map(lambda a, b: a + b, total, sums)
+        if sync_each_batch:
+            jax.block_until_ready(total)
     return total
 
 
@@ -72,6 +76,7 @@ class Evaluator:
         self._batches = _place_batches(
             list(sampler.eval_batches(sampler.normalise(images), labels, numbers, batch_size)),
             mesh, batch_size)
+        self._sync = mesh_lib.one_step_in_flight(mesh)
         if mesh is None:
             self._step = jax.jit(eval_counts)
         else:
@@ -80,7 +85,8 @@ class Evaluator:
                                  out_shardings=mesh_lib.replicated(mesh))
 
     def metrics(self, state: TrainState) -> dict[str, float]:
-        return metrics_lib.to_host(sum_over_batches(self._step, state, self._batches))
+        return metrics_lib.to_host(sum_over_batches(self._step, state, self._batches,
+                                                    self._sync))
 
 
 def evaluator_for(config: Any, test_images: np.ndarray, test_labels: np.ndarray,

@@ -110,14 +110,17 @@ class HostLoop:
     name = "host"
 
     def __init__(self, batches: Callable[[int, int], Iterator], step: Callable,
-                 place: Callable[[Any], Any] = jax.device_put):
+                 place: Callable[[Any], Any] = jax.device_put, sync_each_step: bool = False):
         self._batches, self._step, self._place = batches, step, place
+        self._sync = sync_each_step
 
     def run(self, state: TrainState, metrics: Metrics, epoch: int, start: int, stop: int,
             progress: Progress = lambda n: None) -> tuple[TrainState, Metrics]:
         for _, batch in zip(range(stop - start),
                             prefetch(self._batches(epoch, start), place=self._place)):
             state, metrics = self._step(state, batch, metrics)
+            if self._sync:
+                jax.block_until_ready(metrics)
             if progress(1):
                 break
         return state, metrics
@@ -135,7 +138,8 @@ def host_loop(images: np.ndarray, labels: np.ndarray, seed: int, batch_size: int
 
     place = (jax.device_put if mesh is None
              else lambda b: mesh_lib.put_split(b, mesh, batch_size))
-    return HostLoop(batches, jit_step(train_step, mesh), place)
+    return HostLoop(batches, jit_step(train_step, mesh), place,
+                    sync_each_step=mesh_lib.one_step_in_flight(mesh))
 
 
 def _scan_steps(state: TrainState, metrics: Metrics, images: jax.Array, labels: jax.Array,

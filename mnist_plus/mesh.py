@@ -116,3 +116,15 @@ def put_replicated(tree: Any, mesh: Mesh) -> Any:
         return jax.device_put(tree, sharding)
     return jax.tree_util.tree_map(
         lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
+
+
+def one_step_in_flight(mesh: Mesh | None) -> bool:
+    """Whether to wait for each step before dispatching the next: on a CPU mesh of several
+    devices. Why: XLA:CPU runs each device's program on a shared thread pool, and with
+    many steps queued, devices that ran ahead wait in an all-reduce while the threads the
+    others need are taken: measured here, 4 forced CPU devices on 2 cores deadlocked
+    within 300 queued steps ("Expected 4 threads to join the rendezvous, but only 2
+    arrived"), and not once with one step in flight. The host loop's batch building still
+    overlaps the step (prefetch thread)."""
+    return (mesh is not None and mesh.size > 1
+            and any(d.platform == "cpu" for d in mesh.devices.flat))
