@@ -59,7 +59,8 @@ def test_eval_ignores_padding_and_counts_all_numbers():
         np.concatenate([batch.digit, batch.digit[:2]]),
         np.concatenate([np.argmax(batch.number, 1), np.argmax(batch.number, 1)[:2]]),
         mask=np.array([1] * 8 + [0, 0], np.float32))
-    a, b = eval_step(state, batch), eval_step(state, padded)
+    step = jax.jit(eval_step)  # eagerly, each op compiled apart took ~15 s a call
+    a, b = step(state, batch), step(state, padded)
     assert float(a["count"]) == float(b["count"]) == 8  # integer sums: exact in float32
     # Exactly, whatever the padding holds: with the same shapes it is the same program,
     # each row computes the same bits whatever the other rows hold, and a masked row
@@ -67,7 +68,7 @@ def test_eval_ignores_padding_and_counts_all_numbers():
     # programs: another batch size may sum the convolutions in another order.)
     other = padded._replace(image=np.concatenate([batch.image, -batch.image[:2]]),
                             digit=np.concatenate([batch.digit, (batch.digit[:2] + 1) % 10]))
-    c = eval_step(state, other)
+    c = step(state, other)
     for k in b:
         np.testing.assert_array_equal(b[k], c[k], err_msg=k)
     assert 0 <= float(a["exhaustive_sum_correct"]) <= 80
