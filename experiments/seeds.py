@@ -30,7 +30,7 @@ from mnist_plus.cli import config_from_args, config_parser, run_main  # noqa: E4
 from mnist_plus.errors import UsageError  # noqa: E402
 
 TABLE_KEYS = ("test_digit_accuracy", "test_sum_accuracy", "test_exhaustive_sum_accuracy",
-              "test_loss", "train_loss")
+              "test_loss", "train_loss", "test_sum_agreement")
 
 
 def parse_args(argv: Sequence[str] | None = None):

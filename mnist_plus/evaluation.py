@@ -29,8 +29,8 @@ from mnist_plus.train_step import Metrics, counts, losses
 
 
 def eval_counts(state: TrainState, batch: sampler.Batch) -> Metrics:
-    """Summed test metrics of a (padded) batch, with the exhaustive sum accuracy:
-    the sum head judged on all ten numbers for every image."""
+    """Summed test metrics of a (padded) batch, with the exhaustive sum accuracy (the
+    sum head judged on all ten numbers for every image) and the heads' agreement."""
     digit_logits, sum_logits, all_sums = state.apply_fn(
         state.variables, batch.image, batch.number, method=MnistPlusNet.heads)
     digit_loss, sum_loss = losses(digit_logits, sum_logits, batch)
@@ -38,7 +38,23 @@ def eval_counts(state: TrainState, batch: sampler.Batch) -> Metrics:
     truth = batch.digit[:, None] + jnp.arange(sampler.NUM_NUMBERS)[None, :]
     correct = jnp.sum(jnp.argmax(all_sums, -1) == truth, axis=-1)
     metrics["exhaustive_sum_correct"] = jnp.sum(batch.mask * correct)
+    metrics.update(agreement_counts(digit_logits, sum_logits, all_sums, batch))
     return metrics
+
+
+def agreement_counts(digit_logits: jax.Array, sum_logits: jax.Array, all_sums: jax.Array,
+                     batch: sampler.Batch) -> Metrics:
+    """How often the two heads tell one story: argmax(sum) == argmax(digit) + number, with
+    the batch's number (`sum_agree`) and with every number 0..9 (`exhaustive_sum_agree`).
+    Right or wrong alike: a disagreement shows the adder is not adding the digit head's
+    answer, whatever the truth."""
+    digit = jnp.argmax(digit_logits, -1)
+    number = batch.sum - batch.digit  # the int number behind the one-hot batch.number
+    agree = jnp.argmax(sum_logits, -1) == digit + number
+    every = digit[:, None] + jnp.arange(sampler.NUM_NUMBERS)[None, :]
+    all_agree = jnp.sum(jnp.argmax(all_sums, -1) == every, axis=-1)
+    return {"sum_agree": jnp.sum(batch.mask * agree),
+            "exhaustive_sum_agree": jnp.sum(batch.mask * all_agree)}
 
 
 def sum_over_batches(step: Callable[[Any, sampler.Batch], Metrics], state: Any,
@@ -113,6 +129,14 @@ class Predictions:
     @property
     def sum(self) -> np.ndarray:
         return np.argmax(self.sum_probs, -1)
+
+    def agree(self, numbers: np.ndarray) -> np.ndarray:
+        """bool [N]: the sum head says digit head + number (as `agreement_counts`)."""
+        return self.sum == self.digit + np.asarray(numbers)
+
+    def exhaustive_agree(self) -> np.ndarray:
+        """bool [N, 10]: the same with every number 0..9."""
+        return self.all_sums == self.digit[:, None] + np.arange(sampler.NUM_NUMBERS)[None, :]
 
 
 @functools.partial(jax.jit, static_argnums=0)

@@ -19,11 +19,14 @@ from mnist_plus import atomic
 # What a train or eval step sums on the device (float32 scalars), in order. Every other
 # list of metric names is derived from these.
 COUNT_KEYS = ("count", "loss", "digit_loss", "sum_loss", "digit_correct", "sum_correct")
-EVAL_COUNT_KEYS = COUNT_KEYS + ("exhaustive_sum_correct",)
+EVAL_COUNT_KEYS = COUNT_KEYS + ("exhaustive_sum_correct", "sum_agree", "exhaustive_sum_agree")
 # The means and accuracies `summarise` makes of them: (name, count key, per-pair divisor).
 _SUMMARY = (("loss", "loss", 1), ("digit_loss", "digit_loss", 1), ("sum_loss", "sum_loss", 1),
             ("digit_accuracy", "digit_correct", 1), ("sum_accuracy", "sum_correct", 1),
-            ("exhaustive_sum_accuracy", "exhaustive_sum_correct", 10))
+            ("exhaustive_sum_accuracy", "exhaustive_sum_correct", 10),
+            # How often argmax(sum) == argmax(digit) + number: the heads agree.
+            ("sum_agreement", "sum_agree", 1),
+            ("exhaustive_sum_agreement", "exhaustive_sum_agree", 10))
 
 
 def summary_keys(prefix: str, counts: tuple[str, ...] = EVAL_COUNT_KEYS) -> tuple[str, ...]:

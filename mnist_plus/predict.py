@@ -145,7 +145,8 @@ def _number(text: str) -> int:
 
 def predict_files(workdir: str, paths: Sequence[str], number: int, background: str = "auto",
                   fit: str = "mnist") -> list[dict]:
-    """One dict per image: path, digit, digit_probability, sum, sum_probability."""
+    """One dict per image: path, digit, digit_probability, sum, sum_probability, agree
+    (the sum head says digit + number)."""
     images, problems = [], []
     for path in paths:  # read every file first: all bad files are named at once
         try:
@@ -158,19 +159,25 @@ def predict_files(workdir: str, paths: Sequence[str], number: int, background: s
     model = trained.load(workdir)
     numbers = np.full(len(images), number, np.int32)
     p = trained.predict(model, np.stack(images), numbers)
+    agree = p.agree(numbers)
     return [{"path": path, "digit": int(p.digit[i]),
              "digit_probability": float(p.digit_probs[i].max()),
-             "sum": int(p.sum[i]), "sum_probability": float(p.sum_probs[i].max())}
+             "sum": int(p.sum[i]), "sum_probability": float(p.sum_probs[i].max()),
+             "agree": bool(agree[i])}
             for i, path in enumerate(paths)]
 
 
 def format_table(rows: Sequence[dict], number: int) -> str:
     width = max([len("image")] + [len(r["path"]) for r in rows])
-    lines = [f"{'image':<{width}}  number  digit  p(digit)  sum   p(sum)"]
+    lines = [f"{'image':<{width}}  number  digit  p(digit)  sum   p(sum)  agree"]
     for r in rows:
         lines.append(f"{r['path']:<{width}}  {number:>6}  {r['digit']:>5}  "
                      f"{100 * r['digit_probability']:>7.2f}%  {r['sum']:>3}  "
-                     f"{100 * r['sum_probability']:>6.2f}%")
+                     f"{100 * r['sum_probability']:>6.2f}%  {'yes' if r['agree'] else 'NO':>5}")
+    disagree = sum(not r["agree"] for r in rows)
+    if disagree:
+        lines += ["", f"agree NO ({disagree} of {len(rows)}): the sum is not digit + {number}, "
+                      f"so at least one of the two heads is wrong on that image"]
     return "\n".join(lines)
 
 

@@ -66,6 +66,15 @@ class Evaluation:
     def exhaustive_sum_accuracy(self) -> float:
         return float(np.mean(self.predictions.all_sums == self._all_true_sums()))
 
+    @property
+    def sum_agreement(self) -> float:
+        """Fraction where the sum head says digit head + number (right or wrong)."""
+        return float(np.mean(self.predictions.agree(self.numbers)))
+
+    @property
+    def exhaustive_sum_agreement(self) -> float:
+        return float(np.mean(self.predictions.exhaustive_agree()))
+
     def _all_true_sums(self) -> np.ndarray:
         return self.digits[:, None] + np.arange(sampler.NUM_NUMBERS)[None, :]
 
@@ -309,18 +318,24 @@ def _markdown(workdir: str, model: trained.Trained, evaluation: Evaluation,
         f"## Final figures (test set: {len(evaluation.digits):,} images, numbers fixed by the "
         f"seed)",
         "",
-        "| | digit accuracy | sum accuracy | sum accuracy, all 10 numbers per image | loss |",
-        "|---|---|---|---|---|",
+        "| | digit accuracy | sum accuracy | sum accuracy, all 10 numbers per image | loss "
+        "| heads agree | heads agree, all 10 numbers |",
+        "|---|---|---|---|---|---|---|",
     ]
     if final is not None:
         lines.append(f"| train, epoch {final['epoch']} (running mean) | "
                      f"{_percent(final['train_digit_accuracy'])} | "
-                     f"{_percent(final['train_sum_accuracy'])} | - | {final['train_loss']:.4f} |")
+                     f"{_percent(final['train_sum_accuracy'])} | - | {final['train_loss']:.4f} "
+                     f"| - | - |")
     loss = f"{final['test_loss']:.4f}" if final is not None else "-"
     lines += [
         f"| test, checkpoint at step {model.step:,} | {_percent(evaluation.digit_accuracy)} | "
         f"{_percent(evaluation.sum_accuracy)} | {_percent(evaluation.exhaustive_sum_accuracy)} | "
-        f"{loss} |",
+        f"{loss} | {_percent(evaluation.sum_agreement)} | "
+        f"{_percent(evaluation.exhaustive_sum_agreement)} |",
+        "",
+        "Heads agree: the predicted sum equals the predicted digit plus the number, whether "
+        "or not both are right.",
         "",
     ]
     if final is not None and final["step"] != model.step:
@@ -410,6 +425,8 @@ def write_report(workdir: str, mnist: data.Mnist | None = None, *, tfds_dir: str
         "test_digit_accuracy": evaluation.digit_accuracy,
         "test_sum_accuracy": evaluation.sum_accuracy,
         "test_exhaustive_sum_accuracy": evaluation.exhaustive_sum_accuracy,
+        "test_sum_agreement": evaluation.sum_agreement,
+        "test_exhaustive_sum_agreement": evaluation.exhaustive_sum_agreement,
         "digit_confusion": evaluation.digit_confusion().tolist(),
         "sum_confusion": evaluation.sum_confusion().tolist(),
         "pair_accuracy": evaluation.pair_accuracy().tolist(),

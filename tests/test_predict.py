@@ -66,13 +66,18 @@ def _predict_cli(*args):
 
 
 def _table(stdout):
-    lines = stdout.strip().splitlines()
-    assert lines[0].split() == ["image", "number", "digit", "p(digit)", "sum", "p(sum)"]
+    table, _, footnote = stdout.strip().partition("\n\n")
+    lines = table.splitlines()
+    assert lines[0].split() == ["image", "number", "digit", "p(digit)", "sum", "p(sum)",
+                                "agree"]
     rows = {}
     for line in lines[1:]:
-        path, number, digit, p_digit, total, p_sum = line.split()
+        path, number, digit, p_digit, total, p_sum, agree = line.split()
+        assert agree == ("yes" if int(total) == int(digit) + int(number) else "NO"), line
         rows[path] = (int(number), int(digit), float(p_digit.rstrip("%")), int(total),
                       float(p_sum.rstrip("%")))
+    disagree = sum(line.split()[-1] == "NO" for line in lines[1:])
+    assert (f"agree NO ({disagree} of" in footnote) if disagree else footnote == ""
     return rows
 
 
@@ -178,3 +183,15 @@ def test_predict_on_real_mnist_pngs(real_mnist_dir, tmp_path):
     right = np.mean([rows[p][1] == mnist.test_labels[i] for p, i in files])
     sums = np.mean([rows[p][3] == mnist.test_labels[i] + NUMBER for p, i in files])
     assert right >= 0.93 and sums >= 0.9, (right, sums)
+
+
+def test_table_marks_images_whose_heads_disagree():
+    rows = [{"path": "a.png", "digit": 3, "digit_probability": 0.9, "sum": 7,
+             "sum_probability": 0.8, "agree": True},
+            {"path": "b.png", "digit": 3, "digit_probability": 0.6, "sum": 8,
+             "sum_probability": 0.5, "agree": False}]
+    text = predict.format_table(rows, number=4)
+    lines = text.splitlines()
+    assert lines[1].split()[-1] == "yes" and lines[2].split()[-1] == "NO"
+    assert lines[-1].startswith("agree NO (1 of 2): the sum is not digit + 4")
+    assert "\n\n" not in predict.format_table(rows[:1], number=4)  # no footnote when all agree
