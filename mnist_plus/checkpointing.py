@@ -11,6 +11,7 @@ always one training can continue from.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -43,30 +44,78 @@ def nonfinite_leaves(tree: Any) -> list[str]:
     return bad
 
 
+BEST_METRIC = "test_sum_accuracy"  # what "best" means: the highest test sum accuracy
+
+
+def _best_metric(metrics: dict[str, Any]) -> float:
+    return float(metrics[BEST_METRIC])
+
+
+class _MidEpochSaves(logging.Filter):
+    """Mid-epoch checkpoints have no test metrics on purpose (they must never rank as
+    the best); orbax would warn about each one."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "did not provide metrics" not in record.getMessage()
+
+
+logging.getLogger("absl").addFilter(_MidEpochSaves())
+
+
+def preservation_policy(keep: int, keep_best: bool) -> ocp.checkpoint_managers.PreservationPolicy:
+    """Keep the newest `keep` checkpoints, and with `keep_best` the one with the best
+    test sum accuracy. Only end-of-epoch checkpoints carry metrics (mid-epoch ones are
+    never the best); the newest is always kept, since resuming needs it."""
+    policies = [ocp.checkpoint_managers.LatestN(n=max(1, keep))]
+    if keep_best:
+        policies.append(ocp.checkpoint_managers.BestN(
+            get_metric_fn=_best_metric, reverse=False, n=1,
+            keep_checkpoints_without_metrics=False))
+    return ocp.checkpoint_managers.AnyPreservationPolicy(policies)
+
+
 class Checkpointer:
     """A thin wrapper that fixes the layout and the resume rules of this project."""
 
-    def __init__(self, workdir: str, keep: int, read_only: bool = False):
+    def __init__(self, workdir: str, keep: int, read_only: bool = False,
+                 keep_best: bool = True):
         """`read_only`: for readers (report, predict): never creates, prunes or cleans
         anything, and involves only this process, so process 0 of a multi-process run
-        can read checkpoints alone (a writer's manager synchronises all processes)."""
+        can read checkpoints alone (a writer's manager synchronises all processes).
+
+        `best_fn` is set in both modes: orbax writes a save's metrics only when it is
+        set, and `best_step` needs it; which checkpoints are kept is decided by the
+        `preservation_policy` alone."""
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
         if read_only:
             me = jax.process_index()
             options = ocp.CheckpointManagerOptions(
-                read_only=True, multiprocessing_options=ocp.options.MultiprocessingOptions(
+                read_only=True, best_fn=_best_metric, best_mode="max",
+                multiprocessing_options=ocp.options.MultiprocessingOptions(
                     primary_host=me, active_processes={me}))
         else:
-            options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
-                                                   cleanup_tmp_directories=True)
+            options = ocp.CheckpointManagerOptions(
+                preservation_policy=preservation_policy(keep, keep_best),
+                best_fn=_best_metric, best_mode="max", create=True,
+                cleanup_tmp_directories=True)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
         return self._manager.latest_step()
 
+    def all_steps(self) -> list[int]:
+        return sorted(self._manager.all_steps())
+
+    def best_step(self) -> int | None:
+        """The checkpoint with the best test sum accuracy (ties: the newer), or None if
+        no checkpoint has test metrics (mid-epoch ones, or a run from before they were
+        saved)."""
+        return self._manager.best_step()
+
     def save(self, state: TrainState, metrics: Metrics, *, epoch: int, step_in_epoch: int,
-             config: config_lib.Config) -> None:
+             config: config_lib.Config, test_metrics: dict[str, float] | None = None) -> None:
         """Save asynchronously; `epoch`/`step_in_epoch` say where training resumes.
+        `test_metrics`: the epoch's test metrics, at epoch ends only (they rank the best).
 
         Refuses (DivergedError) a state with non-finite values: the loss check only
         sees losses, and the last step of a segment can turn the parameters to NaN
@@ -85,7 +134,7 @@ class Checkpointer:
                 "config": config_lib.to_dict(config)}
         self._manager.save(int(state.step), args=ocp.args.Composite(
             state=ocp.args.StandardSave(_saved_tree(state, metrics)),
-            meta=ocp.args.JsonSave(meta)))
+            meta=ocp.args.JsonSave(meta)), metrics=test_metrics)
 
     def read_meta(self, step: int) -> dict[str, Any]:
         return self._manager.restore(step, args=ocp.args.Composite(

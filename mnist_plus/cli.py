@@ -7,6 +7,7 @@ import dataclasses
 import sys
 from typing import Sequence
 
+from mnist_plus import config as config_lib
 from mnist_plus.config import Config
 from mnist_plus.errors import Interrupted, MnistPlusError, UsageError
 
@@ -28,6 +29,19 @@ def _number(kind):
     return parse
 
 
+class _ConfigFileParser(_Parser):
+    """Applies `--config FILE` as the defaults of the Config flags, then parses again, so
+    that flags given on the command line override the file."""
+
+    def parse_known_args(self, args=None, namespace=None):
+        args = sys.argv[1:] if args is None else list(args)
+        first = argparse.Namespace(**vars(namespace)) if namespace is not None else None
+        found, _ = super().parse_known_args(args, first)
+        if found.config:
+            self.set_defaults(**config_lib.load_file(found.config))
+        return super().parse_known_args(args, namespace)
+
+
 def usage_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """A parser whose errors are one-line UsageErrors (exit status 2)."""
     return _Parser(prog=prog, description=description,
@@ -35,8 +49,13 @@ def usage_parser(prog: str, description: str) -> argparse.ArgumentParser:
 
 
 def config_parser(prog: str, description: str) -> argparse.ArgumentParser:
-    """A parser with one flag per Config field (`--batch-size` for `batch_size`)."""
-    parser = usage_parser(prog, description)
+    """A parser with one flag per Config field (`--batch-size` for `batch_size`), and
+    `--config FILE` to set them from a file (flags given on the command line win)."""
+    parser = _ConfigFileParser(prog=prog, description=description,
+                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--config", default="", metavar="FILE",
+                        help="a .json file (an object of config fields) or a .py file whose "
+                             "get_config() returns them; flags on the command line override it")
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
         kwargs = {"default": f.default, "help": f.metadata["help"]}

@@ -12,12 +12,17 @@ the last bits, no longer bitwise identical to an uninterrupted one (README).
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import json
 import math
-from typing import Any
+import os
+import runpy
+from typing import Any, Mapping
 
+from mnist_plus import atomic
 from mnist_plus.errors import UsageError
 from mnist_plus.model import ADDER_INPUTS, ADDERS
-from mnist_plus.sampler import HOLDOUTS
+from mnist_plus.sampler import HOLDOUTS, steps_per_epoch
 
 LOOPS = ("auto", "host", "scan")
 
@@ -60,6 +65,8 @@ class Config:
     checkpoint_every_steps: int = _field(0, "also checkpoint every N steps (0: only at epoch ends)",
                                          resume=True)
     keep_checkpoints: int = _field(3, "how many recent checkpoints to keep", resume=True)
+    keep_best: bool = _field(True, "also keep the checkpoint with the best test sum accuracy "
+                             "(end-of-epoch checkpoints only)", resume=True)
     tfds_dir: str = _field("", "TFDS data dir (default: TFDS's, or $TFDS_DATA_DIR)", resume=True)
     mnist_dir: str = _field("", "folder of the four MNIST IDX files, to prepare offline "
                             "(default: $MNIST_PLUS_MNIST_DIR, else download)", resume=True)
@@ -69,6 +76,23 @@ class Config:
                                   resume=True)
     report: bool = _field(True, "write workdir/report/ (figures and report.md) when training "
                           "ends", resume=True)
+    profile_steps: str = _field("", "A:B writes a jax.profiler trace of global steps A to B "
+                                "(counted from 1) into workdir/profile/ ('': off)", resume=True)
+
+
+def profile_window(text: str) -> tuple[int, int] | None:
+    """'A:B' -> (A, B), '' -> None; raises UsageError for anything else."""
+    if text == "":
+        return None
+    first, sep, last = text.partition(":")
+    try:
+        window = (int(first), int(last)) if sep else None
+    except ValueError:
+        window = None
+    if window is None or window[0] < 1 or window[1] < window[0]:
+        raise UsageError(f"--profile-steps {text!r} is invalid: write A:B, the first and last "
+                         f"global step to trace, with 1 <= A <= B (e.g. 10:20)")
+    return window
 
 
 # Named variations of the defaults, as data. `fast`: the default model and schedule
@@ -117,9 +141,15 @@ def validate(config: Config, train_size: int | None = None) -> Config:
     if config.adder == "shift" and config.adder_input != "logits":
         raise bad("adder_input", config.adder_input,
                   "--adder shift reads the digit logits: leave --adder-input at logits")
+    window = profile_window(config.profile_steps)
     if train_size is not None and config.batch_size > train_size:
         raise bad("batch_size", config.batch_size,
                   f"it is larger than the {train_size} training examples")
+    if train_size is not None and window is not None:
+        total = config.epochs * steps_per_epoch(train_size, config.batch_size)
+        if window[1] > total:
+            raise bad("profile_steps", config.profile_steps,
+                      f"the run has only {total} steps; choose A:B within 1..{total}")
     return config
 
 
@@ -138,3 +168,95 @@ def run_defining_differences(stored: Config, current: Config) -> list[str]:
     return [f"{f.name}: {getattr(stored, f.name)!r} -> {getattr(current, f.name)!r}"
             for f in dataclasses.fields(Config)
             if not f.metadata["resume"] and getattr(stored, f.name) != getattr(current, f.name)]
+
+
+# --- config files --------------------------------------------------------------------
+
+_KINDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
+
+
+def _checked_value(path: str, name: str, value: Any) -> Any:
+    """`value` for field `name` if it has the field's type (an int is a valid float)."""
+    kind = {f.name: f.type for f in dataclasses.fields(Config)}[name]
+    kind = getattr(kind, "__name__", kind)
+    ok = {"bool": isinstance(value, bool),
+          "int": isinstance(value, int) and not isinstance(value, bool),
+          "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+          "str": isinstance(value, str)}[kind]
+    if not ok:
+        raise UsageError(f"config file {path}: {name} must be {_KINDS[kind]}, not {value!r} "
+                         f"({type(value).__name__})")
+    return float(value) if kind == "float" else value
+
+
+def _as_mapping(path: str, config: Any) -> dict[str, Any]:
+    """The fields of what `get_config()` returned: a mapping, anything with keys() and
+    [] (an ml_collections ConfigDict), or an object whose attributes are the fields."""
+    if isinstance(config, Mapping):
+        return dict(config)
+    if callable(getattr(config, "keys", None)) and hasattr(config, "__getitem__"):
+        return {k: config[k] for k in config.keys()}
+    try:
+        return {k: v for k, v in vars(config).items() if not k.startswith("_")}
+    except TypeError:  # no __dict__ (slots): read the fields it has
+        return {f.name: getattr(config, f.name) for f in dataclasses.fields(Config)
+                if hasattr(config, f.name)}
+
+
+def _read_python(path: str) -> Any:
+    try:
+        namespace = runpy.run_path(path)
+    except OSError as e:
+        raise UsageError(f"cannot read config file {path} ({e.strerror})") from None
+    except Exception as e:  # noqa: BLE001 - the user's code: report it in one line
+        raise UsageError(f"config file {path} failed to run ({type(e).__name__}: {e})") from None
+    get_config = namespace.get("get_config")
+    if not callable(get_config):
+        raise UsageError(f"config file {path} defines no get_config(): define one that "
+                         f"returns a dict (or an object) of Config fields")
+    try:
+        return get_config()
+    except Exception as e:  # noqa: BLE001
+        raise UsageError(f"config file {path}: get_config() failed ({type(e).__name__}: "
+                         f"{e})") from None
+
+
+def _read_json(path: str) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except OSError as e:
+        raise UsageError(f"cannot read config file {path} ({e.strerror})") from None
+    except (ValueError, UnicodeDecodeError) as e:
+        raise UsageError(f"config file {path} is not valid JSON ({e})") from None
+
+
+def load_file(path: str) -> dict[str, Any]:
+    """The Config fields set by a config file (`--config`), checked: a JSON object, or a
+    Python file whose `get_config()` returns a mapping or an object of fields (as in the
+    Flax examples). Values are checked for type here and for range by `validate`."""
+    ext = os.path.splitext(path)[1].lower()
+    if ext == ".py":
+        raw = _read_python(path)
+    elif ext == ".json":
+        raw = _read_json(path)
+    else:
+        raise UsageError(f"config file {path}: use a .json file (an object of Config fields) "
+                         f"or a .py file with a get_config() function")
+    if ext == ".json" and not isinstance(raw, dict):
+        raise UsageError(f"config file {path} must hold a JSON object of Config fields, "
+                         f"not a {type(raw).__name__}")
+    values = _as_mapping(path, raw)
+    known = [f.name for f in dataclasses.fields(Config)]
+    for key in values:
+        if key not in known:
+            close = difflib.get_close_matches(str(key), known, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else "see --help for the fields"
+            raise UsageError(f"config file {path}: unknown key {key!r} ({hint})")
+    return {k: _checked_value(path, k, v) for k, v in values.items()}
+
+
+def write_json(config: Config, path: str) -> None:
+    """`config` as a JSON object, atomically; `--config path` reads it back."""
+    text = json.dumps(to_dict(config), indent=2) + "\n"
+    atomic.replace_file(path, lambda f: f.write(text.encode()))

@@ -119,9 +119,11 @@ def preprocess(path: str, background: str = "auto", fit: str = "mnist") -> np.nd
 def _parse(argv: Sequence[str] | None):
     parser = usage_parser("python -m mnist_plus.predict",
                           "Predict the digit of each image and its sum with --number, from the "
-                          "newest checkpoint of a trained run.")
+                          "newest (or --step) checkpoint of a trained run.")
     parser.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files")
     parser.add_argument("--workdir", default="runs", help="the trained run's workdir")
+    parser.add_argument("--step", type=trained.parse_step, default="latest",
+                        help=trained.STEP_HELP)
     parser.add_argument("--number", required=True,
                         help="the number 0..9 added to each image's digit")
     parser.add_argument("--background", choices=BACKGROUNDS, default="auto",
@@ -144,7 +146,7 @@ def _number(text: str) -> int:
 
 
 def predict_files(workdir: str, paths: Sequence[str], number: int, background: str = "auto",
-                  fit: str = "mnist") -> list[dict]:
+                  fit: str = "mnist", step: str | int = "latest") -> list[dict]:
     """One dict per image: path, digit, digit_probability, sum, sum_probability, agree
     (the sum head says digit + number)."""
     images, problems = [], []
@@ -156,7 +158,7 @@ def predict_files(workdir: str, paths: Sequence[str], number: int, background: s
     if problems:
         raise UsageError(f"{len(problems)} of {len(paths)} files cannot be used: "
                          + "; ".join(problems))
-    model = trained.load(workdir)
+    model = trained.load(workdir, step)
     numbers = np.full(len(images), number, np.int32)
     p = trained.predict(model, np.stack(images), numbers)
     agree = p.agree(numbers)
@@ -184,7 +186,8 @@ def format_table(rows: Sequence[dict], number: int) -> str:
 def _main(argv: Sequence[str] | None) -> None:
     args = _parse(argv)
     number = _number(args.number)
-    rows = predict_files(args.workdir, args.images, number, args.background, args.fit)
+    rows = predict_files(args.workdir, args.images, number, args.background, args.fit,
+                         args.step)
     print(format_table(rows, number))
 
 

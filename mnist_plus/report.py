@@ -301,19 +301,22 @@ def _mark(right: bool) -> str:
 
 # --- report --------------------------------------------------------------------------
 
+_WHICH = {"latest": "newest checkpoint", "best": "best checkpoint (test sum accuracy)"}
+
+
 def _percent(x: float | None) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
 
 def _markdown(workdir: str, model: trained.Trained, evaluation: Evaluation,
-              rows: list[dict[str, Any]]) -> str:
+              rows: list[dict[str, Any]], requested: str | int = "latest") -> str:
     config = model.config
     final = rows[-1] if rows else None
     lines = [
         "# mnist_plus report",
         "",
-        f"Run in `{workdir}`, newest checkpoint: step {model.step:,}, after epoch "
-        f"{model.epoch} of {config.epochs}.",
+        f"Run in `{workdir}`, {_WHICH.get(requested, 'checkpoint')}: step {model.step:,}, "
+        f"after epoch {model.epoch} of {config.epochs}.",
         "",
         f"## Final figures (test set: {len(evaluation.digits):,} images, numbers fixed by the "
         f"seed)",
@@ -395,12 +398,12 @@ def is_current(workdir: str) -> bool:
 
 
 def write_report(workdir: str, mnist: data.Mnist | None = None, *, tfds_dir: str | None = None,
-                 mnist_dir: str | None = None,
+                 mnist_dir: str | None = None, step: str | int = "latest",
                  log: Callable[[str], None] = lambda s: None) -> str:
-    """Evaluate the newest checkpoint, write figures, report.md and report.json into
-    `workdir/report/`; returns the path of report.md. `tfds_dir`/`mnist_dir` override
-    the data location stored with the checkpoint."""
-    model = trained.load(workdir)
+    """Evaluate checkpoint `step` ('latest', 'best' or a number), write figures, report.md
+    and report.json into `workdir/report/`; returns the path of report.md.
+    `tfds_dir`/`mnist_dir` override the data location stored with the checkpoint."""
+    model = trained.load(workdir, step)
     if mnist is None:
         mnist = data.load_mnist(tfds_dir or model.config.tfds_dir or None,
                                 mnist_dir or model.config.mnist_dir or None)
@@ -419,9 +422,9 @@ def write_report(workdir: str, mnist: data.Mnist | None = None, *, tfds_dir: str
     plot_examples(evaluation, os.path.join(folder, EXAMPLES))
     path = os.path.join(folder, "report.md")
     with open(path, "w") as f:
-        f.write(_markdown(os.path.abspath(workdir), model, evaluation, rows))
+        f.write(_markdown(os.path.abspath(workdir), model, evaluation, rows, step))
     summary = {
-        "step": model.step, "epoch": model.epoch,
+        "step": model.step, "epoch": model.epoch, "requested_step": step,
         "test_digit_accuracy": evaluation.digit_accuracy,
         "test_sum_accuracy": evaluation.sum_accuracy,
         "test_exhaustive_sum_accuracy": evaluation.exhaustive_sum_accuracy,
@@ -446,13 +449,16 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--mnist-dir", default="",
                         help="folder of MNIST IDX files (default: the one stored with the "
                              "checkpoint, else $MNIST_PLUS_MNIST_DIR)")
+    parser.add_argument("--step", type=trained.parse_step, default="latest",
+                        help=trained.STEP_HELP)
     return parser.parse_args(argv)
 
 
 def _main(argv: Sequence[str] | None) -> None:
     args = _parse(argv)
     path = write_report(args.workdir, tfds_dir=args.tfds_dir or None,
-                        mnist_dir=args.mnist_dir or None, log=lambda s: print(s, flush=True))
+                        mnist_dir=args.mnist_dir or None, step=args.step,
+                        log=lambda s: print(s, flush=True))
     print(f"report: {path}")
 
 

@@ -65,6 +65,13 @@ class TensorBoard:
         """`loop` with the same `run`, cut into N-step segments that log their window."""
         return loop if self.every_steps <= 0 else _LoggingLoop(loop, self)
 
+    def hparams(self, config: Mapping[str, Any], row: Mapping[str, Any]) -> None:
+        """The run's config as hyperparameters with its final metrics (`hparams/test_...`,
+        named apart from the scalars), for TensorBoard's HPARAMS tab; in `hparams/`."""
+        metrics = {f"hparams/{k}": float(v) for k, v in row.items() if k.startswith("test_")}
+        self._writer.add_hparams(dict(config), metrics, name="hparams",
+                                 global_step=int(row["step"]))
+
     def close(self) -> None:
         self._writer.close()
 

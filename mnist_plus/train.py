@@ -19,7 +19,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mnist_plus import config as config_lib  # noqa: E402
-from mnist_plus import data, distributed, evaluation, loops, preemption, sampler  # noqa: E402
+from mnist_plus import data, distributed, evaluation, loops, preemption, profiling, sampler  # noqa: E402
 from mnist_plus import workdir_lock  # noqa: E402
 from mnist_plus import mesh as mesh_lib  # noqa: E402
 from mnist_plus import metrics as metrics_lib  # noqa: E402
@@ -60,7 +60,7 @@ def move_earlier_run_aside(workdir: str, log: Callable[[str], None]) -> None:
     leaves the earlier run where it was.
     """
     old = [n for n in ("checkpoints", "metrics.jsonl", "timing.jsonl", "summary.json",
-                       "tensorboard", "report")
+                       "tensorboard", "report", "config.json", "profile")
            if os.path.exists(os.path.join(workdir, n))]
     if old:
         aside = os.path.join(workdir, "previous-" + time.strftime("%Y%m%d-%H%M%S"))
@@ -114,6 +114,8 @@ def _train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool,
     config_lib.validate(config, train_size=len(mnist.train_labels))
     if fresh and primary:
         move_earlier_run_aside(workdir, log)
+    if primary:  # the effective config (defaults, --config file, flags), for --config
+        config_lib.write_json(config, os.path.join(workdir, "config.json"))
     if jax.process_count() > 1:  # no process reads the workdir before it is moved aside
         from jax.experimental import multihost_utils
 
@@ -127,7 +129,7 @@ def _train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool,
     log(f"model: {param_count(state.params):,} parameters; backend {jax.default_backend()}; "
         f"{mesh_lib.describe(mesh)}; loop {loops.choose_loop(config.loop)}")
 
-    checkpointer = Checkpointer(workdir, config.keep_checkpoints)
+    checkpointer = Checkpointer(workdir, config.keep_checkpoints, keep_best=config.keep_best)
     metrics_log = metrics_lib.JsonlLog(os.path.join(workdir, "metrics.jsonl"), enabled=primary)
     timing_log = metrics_lib.JsonlLog(os.path.join(workdir, "timing.jsonl"), enabled=primary)
     epoch, start = 0, 0
@@ -154,6 +156,8 @@ def _train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool,
             config.loop, sampler.normalise(mnist.train_images), mnist.train_labels, config.seed,
             config.batch_size, config.augment_shift,
             sampler.held_out_pairs(config.holdout, config.seed), mesh)
+        loop = profiling.wrap(loop, config_lib.profile_window(config.profile_steps),
+                              steps_per_epoch, workdir, trace=primary, log=log)
         if primary:
             tensorboard = tensorboard_lib.TensorBoard(workdir, config.log_every_steps,
                                                       purge_step=int(state.step))
@@ -207,10 +211,14 @@ def _train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool,
             log(metrics_lib.format_epoch(row, seconds))
             epoch, start = epoch + 1, 0
             train_sums = mesh_lib.put_replicated(zero_train_metrics(), mesh)
-            checkpointer.save(state, train_sums, epoch=epoch, step_in_epoch=0, config=config)
+            checkpointer.save(state, train_sums, epoch=epoch, step_in_epoch=0, config=config,
+                              test_metrics={k: v for k, v in row.items()
+                                            if k.startswith("test_")})
             last_good = int(state.step)
             if preempt.poll():  # e.g. a signal during the evaluation or the save
                 break
+        if tensorboard is not None and epoch >= config.epochs:  # finished: `row` is the last
+            tensorboard.hparams(config_lib.to_dict(config), row)
     finally:
         checkpointer.close()  # waits for the last save, also after a signal
         if tensorboard is not None:

@@ -1,10 +1,12 @@
-"""A trained model for inference: the newest checkpoint of a workdir, and a jitted predictor.
+"""A trained model for inference: a checkpoint of a workdir (the newest by default), and a
+jitted predictor.
 
 Shared by `report` and `predict`, which only read a workdir: nothing here writes to it.
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 from typing import Any
@@ -40,8 +42,49 @@ def latest_step(workdir: str) -> int | None:
         checkpointer.close()
 
 
-def load(workdir: str) -> Trained:
-    """The newest checkpoint in `workdir`, with the config it was trained with."""
+STEP_HELP = ("which checkpoint: 'latest' (the newest), 'best' (the best test sum accuracy "
+             "among end-of-epoch checkpoints) or a step number")
+
+
+def parse_step(text: str) -> str | int:
+    """--step: 'latest', 'best' or a step number (argparse type; errors are one line)."""
+    if text in ("latest", "best"):
+        return text
+    try:
+        step = int(text)
+    except ValueError:
+        step = -1
+    if step < 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not 'latest', 'best' or a step number")
+    return step
+
+
+def _resolve(checkpointer: Checkpointer, which: str | int) -> int:
+    """The step of checkpoint `which`; a UsageError listing the steps there are if none."""
+    steps = checkpointer.all_steps()
+    if which == "latest":
+        step = checkpointer.latest_step()
+    elif which == "best":
+        step = checkpointer.best_step()
+        if step is None:
+            raise UsageError(
+                f"--step best: no checkpoint in {checkpointer.directory} has test metrics "
+                f"(only end-of-epoch checkpoints have); choose latest or one of the steps "
+                f"{', '.join(map(str, steps))}")
+    else:
+        step = which if which in steps else None
+        if step is None:
+            raise UsageError(
+                f"--step {which}: there is no checkpoint at step {which} in "
+                f"{checkpointer.directory}; choose latest, best or one of the steps "
+                f"{', '.join(map(str, steps))}")
+    return step
+
+
+def load(workdir: str, step: str | int = "latest") -> Trained:
+    """Checkpoint `step` ('latest', 'best' or a step number) of `workdir`, with the config
+    it was trained with."""
     directory = os.path.join(os.path.abspath(workdir), "checkpoints")
     # Check first: opening a CheckpointManager would create the folder.
     if not os.path.isdir(directory):
@@ -50,16 +93,16 @@ def load(workdir: str) -> Trained:
                          f"--workdir of a trained run")
     checkpointer = Checkpointer(workdir, keep=0, read_only=True)
     try:
-        step = checkpointer.latest_step()
-        if step is None:
+        if checkpointer.latest_step() is None:
             raise UsageError(f"no complete checkpoint in {directory}: train first with "
                              f"`python -m mnist_plus.train --workdir {workdir}`")
+        step = _resolve(checkpointer, step)
         meta = checkpointer.read_meta(step)
         config = config_lib.from_dict(meta["config"])
         # Restoring needs only the state's structure: traced, not computed (initialising
         # for real costs seconds).
         state, _, meta = checkpointer.restore(abstract_state(config), zero_train_metrics(),
-                                              config)
+                                              config, step=step)
     finally:
         checkpointer.close()
     return Trained(config=config, step=int(meta["global_step"]), epoch=int(meta["epoch"]),

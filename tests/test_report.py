@@ -41,6 +41,8 @@ def read_scalars(folder):
 
     scalars = {}
     for name in sorted(os.listdir(folder)):
+        if os.path.isdir(os.path.join(folder, name)):  # hparams/: a run of its own
+            continue
         with open(os.path.join(folder, name), "rb") as f:
             data = f.read()
         pos = 0

@@ -52,10 +52,11 @@ def test_rerun_of_a_finished_run_changes_nothing(prepared_tiny, reference_run, t
 
 def test_checkpointing_every_n_steps_changes_no_result(prepared_tiny, reference_run, tmp_path):
     workdir = str(tmp_path / "every2")
-    train_and_evaluate(tiny_config(prepared_tiny, checkpoint_every_steps=2), workdir,
-                       log=lambda s: None)
+    train_and_evaluate(tiny_config(prepared_tiny, checkpoint_every_steps=2, keep_best=False),
+                       workdir, log=lambda s: None)
     assert_same_as_reference(workdir, reference_run, prepared_tiny)
-    # The newest three: two mid-epoch checkpoints and the end of training.
+    # The newest three (--no-keep-best: not also the best epoch's): two mid-epoch
+    # checkpoints and the end of training.
     assert _checkpoint_dirs(workdir) == ["20", "22", "24"]
     _, meta = final_state_leaves(workdir, tiny_config(prepared_tiny), step=22)
     assert (meta["epoch"], meta["step_in_epoch"]) == (2, 6)

@@ -1,0 +1,139 @@
+"""`--config FILE` (JSON, or Python with get_config()), its precedence under command-line
+flags, its errors, and the effective config a run writes to workdir/config.json."""
+
+import json
+import os
+
+import pytest
+
+from mnist_plus import cli
+from mnist_plus import config as config_lib
+from mnist_plus import train
+from mnist_plus.benchmark import parse_args as benchmark_parse_args
+from tests.conftest import REPO, tiny_config
+
+
+def _config(*argv) -> config_lib.Config:
+    return cli.config_from_args(train.parse_args(list(argv)))
+
+
+def test_json_file_sets_fields(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"epochs": 3, "learning_rate": 0.02, "holdout": "sum9",
+                                "progress": False}))
+    config = _config("--config", str(path))
+    assert (config.epochs, config.learning_rate, config.holdout, config.progress) == (
+        3, 0.02, "sum9", False)
+    assert config.width == config_lib.Config().width  # not in the file: the default
+
+
+def test_python_file_with_get_config_returning_a_dict_or_an_object(tmp_path):
+    as_dict = tmp_path / "d.py"
+    as_dict.write_text("def get_config():\n    return {'width': 8, 'seed': 5}\n")
+    assert (_config("--config", str(as_dict)).width, _config("--config", str(as_dict)).seed) == (
+        8, 5)
+    # An object with the fields as attributes (what an ml_collections ConfigDict offers,
+    # through keys() and []; a plain namespace through its attributes).
+    as_object = tmp_path / "o.py"
+    as_object.write_text("import types\n"
+                         "def get_config():\n"
+                         "    return types.SimpleNamespace(width=12, loop='host')\n")
+    config = _config("--config", str(as_object))
+    assert (config.width, config.loop) == (12, "host")
+
+
+def test_a_configdict_like_object_is_read_through_keys(tmp_path):
+    class ConfigDictLike:  # keys() and [] but no Mapping base class, like ConfigDict
+        def __init__(self, **kw):
+            self._fields = kw
+
+        def keys(self):
+            return self._fields.keys()
+
+        def __getitem__(self, key):
+            return self._fields[key]
+
+    assert config_lib._as_mapping("x.py", ConfigDictLike(epochs=2)) == {"epochs": 2}
+
+
+def test_command_line_flags_override_the_file(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"epochs": 3, "width": 8, "progress": False}))
+    # Before or after --config on the command line: the flag wins either way.
+    for argv in (["--config", str(path), "--epochs", "5", "--progress"],
+                 ["--epochs", "5", "--progress", "--config", str(path)]):
+        config = _config(*argv)
+        assert (config.epochs, config.width, config.progress) == (5, 8, True)
+
+
+def test_benchmark_shares_config_files(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"width": 8}))
+    assert cli.config_from_args(benchmark_parse_args(["--config", str(path)])).width == 8
+
+
+def test_the_example_config_file_is_the_default_config():
+    path = os.path.join(REPO, "experiments", "configs", "default.py")
+    values = config_lib.load_file(path)
+    assert values  # it sets something
+    defaults = config_lib.to_dict(config_lib.Config())
+    assert {k: defaults[k] for k in values} == values
+
+
+@pytest.mark.parametrize("name, text, expected", [
+    ("c.json", '{"epoch": 3}', "unknown key 'epoch' (did you mean 'epochs'?)"),
+    ("c.json", '{"zzz": 3}', "unknown key 'zzz' (see --help for the fields)"),
+    ("c.json", '{"epochs": "3"}', "epochs must be an integer, not '3' (str)"),
+    ("c.json", '{"epochs": 3.0}', "epochs must be an integer, not 3.0 (float)"),
+    ("c.json", '{"progress": 1}', "progress must be true or false, not 1 (int)"),
+    ("c.json", '{"learning_rate": null}', "learning_rate must be a number, not None"),
+    ("c.json", '{"epochs": 3', "is not valid JSON"),
+    ("c.json", '[1, 2]', "must hold a JSON object of Config fields, not a list"),
+    ("c.py", "x = 1\n", "defines no get_config()"),
+    ("c.py", "def get_config(:\n", "failed to run (SyntaxError"),
+    ("c.py", "def get_config():\n    return 1 / 0\n", "get_config() failed (ZeroDivisionError"),
+    ("c.yaml", "epochs: 3\n", "use a .json file (an object of Config fields) or a .py file"),
+])
+def test_bad_config_files_are_one_line_usage_errors(tmp_path, capsys, name, text, expected):
+    path = tmp_path / name
+    path.write_text(text)
+    workdir = tmp_path / "runs"
+    assert cli.run_main(train._main, ["--config", str(path), "--workdir", str(workdir)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1, err
+    assert str(path) in err and expected in err
+    assert not workdir.exists()  # found before anything is written
+
+
+def test_a_missing_config_file_is_named(tmp_path, capsys):
+    path = tmp_path / "nope.json"
+    assert cli.run_main(train._main, ["--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: cannot read config file {path} (No such file or directory)\n"
+
+
+def test_values_from_a_file_are_range_checked_like_flags(tmp_path, capsys):
+    path = tmp_path / "c.json"
+    path.write_text('{"epochs": 0}')
+    assert cli.run_main(train._main, ["--config", str(path)]) == 2
+    assert capsys.readouterr().err.startswith("error: --epochs 0 is invalid")
+
+
+def test_run_writes_the_effective_config_and_it_reads_back(prepared_tiny, tmp_path):
+    config = tiny_config(prepared_tiny, epochs=1, report=False)
+    workdir = tmp_path / "runs"
+    train.train_and_evaluate(config, str(workdir), log=lambda s: None)
+    written = json.loads((workdir / "config.json").read_text())
+    assert written == config_lib.to_dict(config)
+    assert not [n for n in os.listdir(workdir) if n.endswith(".tmp")]  # atomic: no leftovers
+    assert _config("--config", str(workdir / "config.json")) == config
+    # TensorBoard's HPARAMS tab: the config with the final test metrics.
+    from tests.test_report import read_scalars
+
+    hparams = read_scalars(str(workdir / "tensorboard" / "hparams"))
+    final = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[-1])
+    # float32 on the wire (TensorBoard's simple_value): equal to the metric rounded to it.
+    import numpy as np
+
+    assert hparams["hparams/test_sum_accuracy"][-1] == (
+        final["step"], float(np.float32(final["test_sum_accuracy"])))
