@@ -19,3 +19,7 @@ class DataError(UsageError):
 
 class DivergedError(MnistPlusError):
     """The loss became NaN or infinite; the last good checkpoint is kept."""
+
+
+class StorageError(MnistPlusError):
+    """A write failed for lack of space or a read-only file system; what was complete is kept."""

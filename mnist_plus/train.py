@@ -19,7 +19,7 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mnist_plus import config as config_lib  # noqa: E402
-from mnist_plus import data, distributed, evaluation, loops, sampler  # noqa: E402
+from mnist_plus import atomic, data, distributed, evaluation, loops, sampler  # noqa: E402
 from mnist_plus import mesh as mesh_lib  # noqa: E402
 from mnist_plus import metrics as metrics_lib  # noqa: E402
 from mnist_plus import tensorboard as tensorboard_lib  # noqa: E402
@@ -119,6 +119,7 @@ def train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool =
         f"{mesh_lib.describe(mesh)}; loop {loops.choose_loop(config.loop)}")
 
     checkpointer = Checkpointer(workdir, config.keep_checkpoints)
+    checkpointer.data_fingerprint = mnist.fingerprint  # resuming on other data is refused
     metrics_log = metrics_lib.JsonlLog(os.path.join(workdir, "metrics.jsonl"), enabled=primary)
     timing_log = metrics_lib.JsonlLog(os.path.join(workdir, "timing.jsonl"), enabled=primary)
     epoch, start = 0, 0
@@ -228,8 +229,8 @@ def _finish(workdir: str, metrics_log: metrics_lib.JsonlLog, timing_log: metrics
             f"{100 * final['test_exhaustive_sum_accuracy']:.2f}%); training time "
             f"{sum(times):.1f}s; results in {workdir}")
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+        atomic.replace_file(os.path.join(workdir, "summary.json"),
+                            lambda f: f.write(json.dumps(summary, indent=2).encode()))
     return summary
 
 
