@@ -11,9 +11,11 @@ always one training can continue from.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from typing import Any
+import sys
+from typing import Any, Iterator
 
 import jax
 import numpy as np
@@ -23,7 +25,8 @@ from jax.sharding import Mesh
 
 from mnist_plus import config as config_lib
 from mnist_plus import mesh as mesh_lib
-from mnist_plus.errors import DivergedError, UsageError
+from mnist_plus import storage
+from mnist_plus.errors import DivergedError, StorageError, UsageError
 from mnist_plus.state import TrainState
 from mnist_plus.train_step import Metrics
 
@@ -74,8 +77,29 @@ def preservation_policy(keep: int, keep_best: bool) -> ocp.checkpoint_managers.P
     return ocp.checkpoint_managers.AnyPreservationPolicy(policies)
 
 
+def _join_orbax_threads(timeout: float = 120.0) -> None:
+    """Wait for orbax's writer threads that outlive a failed save.
+
+    Orbax re-raises the first failed write of a save while the others still run; left
+    running, they fail at interpreter exit (no new futures then) and print tracebacks
+    after our one-line error. Python would wait for them at exit anyway."""
+    import threading
+    import time
+
+    deadline = time.monotonic() + timeout
+    for thread in threading.enumerate():
+        if (thread is not threading.current_thread() and not thread.daemon
+                and type(thread).__module__.startswith("orbax.")):
+            threading.Thread.join(thread, max(0.0, deadline - time.monotonic()))
+
+
 class Checkpointer:
     """A thin wrapper that fixes the layout and the resume rules of this project."""
+
+    # Set by training (data.Mnist.fingerprint): saved in the metadata, checked on restore.
+    data_fingerprint: dict[str, str] | None = None
+    _in_flight: int | None = None  # the step of a save not yet known to be complete
+    _faulted = False  # a save failed for lack of space or a read-only file system
 
     def __init__(self, workdir: str, keep: int, read_only: bool = False,
                  keep_best: bool = True):
@@ -98,6 +122,9 @@ class Checkpointer:
                 preservation_policy=preservation_policy(keep, keep_best),
                 best_fn=_best_metric, best_mode="max", create=True,
                 cleanup_tmp_directories=True)
+            # Folders made in the save call: made in a thread, a failure (read-only file
+            # system) leaves orbax's writer threads waiting 20 minutes for them at exit.
+            options.async_options = ocp.AsyncOptions(create_directories_asynchronously=False)
         self._manager = ocp.CheckpointManager(self.directory, options=options)
 
     def latest_step(self) -> int | None:
@@ -132,9 +159,14 @@ class Checkpointer:
                 f"{kept}; lower --learning-rate and rerun (with --fresh to restart from scratch)")
         meta = {"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": int(state.step),
                 "config": config_lib.to_dict(config)}
-        self._manager.save(int(state.step), args=ocp.args.Composite(
-            state=ocp.args.StandardSave(_saved_tree(state, metrics)),
-            meta=ocp.args.JsonSave(meta)), metrics=test_metrics)
+        if self.data_fingerprint is not None:
+            meta["data_fingerprint"] = self.data_fingerprint
+        self.wait()  # the previous save's write error surfaces here, named by its step
+        with self._storage_errors(int(state.step)):
+            self._manager.save(int(state.step), args=ocp.args.Composite(
+                state=ocp.args.StandardSave(_saved_tree(state, metrics)),
+                meta=ocp.args.JsonSave(meta)), metrics=test_metrics)
+        self._in_flight = int(state.step)
 
     def read_meta(self, step: int) -> dict[str, Any]:
         return self._manager.restore(step, args=ocp.args.Composite(
@@ -160,6 +192,7 @@ class Checkpointer:
                 f"the checkpoint in {self.directory} was written with another config "
                 f"({'; '.join(differences)}): rerun with the same flags, use another "
                 f"--workdir, or pass --fresh to start over (old files are moved aside)")
+        self._check_data(meta)
         if mesh is None:
             target = jax.tree_util.tree_map(
                 lambda x: np.zeros(x.shape, x.dtype), _saved_tree(state, metrics))
@@ -175,9 +208,69 @@ class Checkpointer:
                               batch_stats=s["batch_stats"], opt_state=s["opt_state"])
         return state, restored["train_metrics"], meta
 
+    def _check_data(self, meta: dict[str, Any]) -> None:
+        """Refuse to resume on other data than the checkpoint was trained on (another
+        --mnist-dir, an edited file): its numbers would no longer follow from the seed."""
+        if self.data_fingerprint is None:
+            return
+        stored = meta.get("data_fingerprint")
+        if stored is None:
+            if jax.process_index() == 0:
+                print(f"warning: the checkpoint in {self.directory} records no data "
+                      f"fingerprint (written by an older version); resuming without checking "
+                      f"that it was trained on the same data", file=sys.stderr, flush=True)
+            return
+        changed = [f"{part.replace('_', ' ')}: sha256 {stored.get(part, '?')[:8]}.. -> "
+                   f"{now[:8]}.." for part, now in self.data_fingerprint.items()
+                   if stored.get(part) != now]
+        if changed:
+            raise UsageError(
+                f"the checkpoint in {self.directory} was trained on other data "
+                f"({'; '.join(changed)}): rerun with the data it was trained on, use another "
+                f"--workdir, or pass --fresh to start over")
+
     def wait(self) -> None:
-        self._manager.wait_until_finished()
+        step, self._in_flight = self._in_flight, None
+        with self._storage_errors(step):
+            self._manager.wait_until_finished()
 
     def close(self) -> None:
-        self._manager.wait_until_finished()
-        self._manager.close()
+        try:
+            self.wait()
+        finally:
+            self._manager.close()
+            if self._faulted:
+                _join_orbax_threads()
+
+    def _complete_steps(self) -> list[int]:
+        """Steps with a finalised folder on disk (orbax renames `<step>.orbax-checkpoint-tmp`
+        to `<step>` when a save is complete): what a rerun resumes from."""
+        try:
+            return sorted(int(n) for n in os.listdir(self.directory) if n.isdigit())
+        except OSError:
+            return []
+
+    @contextlib.contextmanager
+    def _storage_errors(self, step: int | None) -> Iterator[None]:
+        """A full disk or read-only file system while writing checkpoint `step`: one line.
+
+        Orbax writes in background threads and re-raises their error at the next save or
+        wait (as OSError, or tensorstore's ValueError carrying the errno); a failed save
+        is never finalised and deletes no older checkpoint."""
+        storage.quiet_library_logs()
+        try:
+            yield
+        except Exception as e:
+            code = storage.storage_errno(e)
+            if code is None:
+                raise
+            self._faulted = True
+            complete = self._complete_steps()
+            kept = (f"the newest complete checkpoint (step {complete[-1]}) and metrics.jsonl "
+                    f"are intact" if complete else
+                    "metrics.jsonl is intact (no checkpoint was complete yet)")
+            at = f" at step {step}" if step is not None else ""
+            raise StorageError(
+                f"cannot write the checkpoint{at} in {self.directory} "
+                f"({storage.describe(code)}): {kept}; {storage.remedy(code)} and rerun to "
+                f"resume") from None

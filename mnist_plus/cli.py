@@ -85,6 +85,16 @@ def run_main(fn, argv: Sequence[str] | None = None) -> int:
     except MnistPlusError as e:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
+    except OSError as e:  # a full disk or read-only file system outside the logs/checkpoints
+        from mnist_plus import storage
+
+        code = storage.storage_errno(e)
+        if code is None:
+            raise
+        where = f" {e.filename}" if e.filename else " a file"
+        print(f"error: cannot write{where} ({storage.describe(code)}): "
+              f"{storage.remedy(code)} and rerun", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         # Outside the training loop (which saves first: see preemption.py).
         print("interrupted by SIGINT: the newest complete checkpoint is kept; rerun the same "

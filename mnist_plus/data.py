@@ -7,6 +7,11 @@ from TFDS's download manager with the registered checksums) and yields PNG
 bytes, so TFDS can write `array_record` and `tfds.data_source` can read it back.
 Decoding 70,000 PNGs takes seconds, so the decoded arrays are cached beside the
 TFDS data and later starts load them in well under a second.
+
+Each load returns the arrays' fingerprint (sha256 of the image and label bytes per
+split; checkpoints record it), and with an IDX folder given, checks that the TFDS
+data and cache were made from the same images and labels as that folder holds: a
+data dir prepared from other files is an error, never silently used instead.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import fcntl
+import functools
+import hashlib
 import io
 import json
 import os
@@ -44,6 +51,13 @@ class Mnist:
     train_labels: np.ndarray
     test_images: np.ndarray
     test_labels: np.ndarray
+
+    @functools.cached_property
+    def fingerprint(self) -> dict[str, str]:
+        """sha256 of the uint8 image bytes and label bytes per split (0.06 s for
+        MNIST): what a checkpoint records, to refuse resuming on other data."""
+        return {part: hashlib.sha256(np.ascontiguousarray(getattr(self, part), np.uint8)
+                                     ).hexdigest() for part in idx.IDX_FILES}
 
 
 def default_tfds_dir() -> str:
@@ -138,6 +152,14 @@ def _download_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
+def _check_folder(mnist_dir: str) -> None:
+    if not os.path.isdir(mnist_dir):
+        what = "is not a folder" if os.path.exists(mnist_dir) else "does not exist"
+        raise DataError(
+            f"MNIST folder {mnist_dir} {what}: point --mnist-dir or {MNIST_DIR_ENV} "
+            f"at a folder with the four MNIST IDX files")
+
+
 def _prepare(data_dir: str, mnist_dir: str | None) -> None:
     """Write our array_record `mnist` into `data_dir` from IDX files or the download."""
     if mnist_dir is None and not _download_reachable():
@@ -145,12 +167,8 @@ def _prepare(data_dir: str, mnist_dir: str | None) -> None:
             f"MNIST is not prepared in {data_dir} and {DOWNLOAD_HOST} cannot be reached: "
             f"pass --mnist-dir DIR (or set {MNIST_DIR_ENV}) to a folder with the four MNIST "
             f"IDX files, or run once with network access to download it")
-    if mnist_dir is not None and not os.path.isdir(mnist_dir):
-        what = "is not a folder" if os.path.exists(mnist_dir) else "does not exist"
-        raise DataError(
-            f"MNIST folder {mnist_dir} {what}: point --mnist-dir or {MNIST_DIR_ENV} "
-            f"at a folder with the four MNIST IDX files")
     if mnist_dir is not None:
+        _check_folder(mnist_dir)
         for split in ("train", "test"):  # fail fast, before TFDS starts writing
             idx.read_split(mnist_dir, split)
     import tensorflow_datasets as tfds
@@ -202,6 +220,72 @@ def _cache_path(data_dir: str) -> str:
     return os.path.join(data_dir, CACHE_FOLDER, "mnist-3.0.1.npz")
 
 
+def _sources_path(data_dir: str) -> str:
+    """The IDX files (by sha256 of their bytes) checked to hold the cached arrays."""
+    return os.path.join(data_dir, CACHE_FOLDER, "mnist-3.0.1.sources.json")
+
+
+def _file_sha256(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def _check_source(data_dir: str, mnist_dir: str, mnist: Mnist) -> None:
+    """Refuse `mnist` (from `data_dir`) if `mnist_dir` holds other images or labels.
+
+    The data dir is prepared once, from whatever folder was given first; later starts
+    read its cache whatever --mnist-dir says. Hashing the four files (about 20 ms for
+    MNIST) recognises folders already checked; a new one is decoded and compared once
+    (about 2 s for MNIST).
+    """
+    _check_folder(mnist_dir)
+    files = {part: _file_sha256(idx.find_idx_file(mnist_dir, stem))
+             for part, stem in idx.IDX_FILES.items()}
+    path = _sources_path(data_dir)
+    try:
+        with open(path) as f:
+            record = json.load(f)
+        known = record["sources"] if record["fingerprint"] == mnist.fingerprint else []
+    except (OSError, ValueError, KeyError, TypeError):
+        known = []
+    if files in known:
+        return
+    changed = []
+    for split in ("train", "test"):
+        images, labels = idx.read_split(mnist_dir, split)
+        ours = (getattr(mnist, f"{split}_images"), getattr(mnist, f"{split}_labels"))
+        changed += [f"{split} {what}" for what in _differences((images, labels), ours)]
+    if changed:
+        raise DataError(
+            f"the TFDS data dir {data_dir} holds MNIST prepared from other files than those "
+            f"in {mnist_dir} ({', '.join(changed)} differ): pass another --tfds-dir to "
+            f"prepare these files, or leave out --mnist-dir (and {MNIST_DIR_ENV}) to use the "
+            f"prepared data")
+    try:
+        atomic.replace_file(path, lambda f: f.write(json.dumps(
+            {"fingerprint": mnist.fingerprint, "sources": known[-7:] + [files]}).encode()))
+    except OSError:
+        pass  # a read-only shared data dir: check again next time
+
+
+def _sorted_rows(*columns: np.ndarray) -> np.ndarray:
+    """The rows of `columns` (side by side, as bytes), sorted: a multiset to compare."""
+    rows = np.ascontiguousarray(np.concatenate(
+        [np.asarray(c).astype(np.uint8).reshape(len(c), -1) for c in columns], axis=1))
+    return np.sort(rows.view(np.dtype((np.void, rows.shape[1]))).ravel())
+
+
+def _differences(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]
+                 ) -> list[str]:
+    """Which of 'images', 'labels' differ between two (images, labels) splits, whatever
+    the order of their examples (TFDS stores them in its own order)."""
+    if a[0].shape != b[0].shape or not np.array_equal(_sorted_rows(a[0]), _sorted_rows(b[0])):
+        return ["images"] + (["labels"] if a[1].shape != b[1].shape else [])
+    if not np.array_equal(_sorted_rows(a[1], a[0]), _sorted_rows(b[1], b[0])):
+        return ["labels"]
+    return []
+
+
 def _load_cache(path: str) -> Mnist | None:
     try:
         with np.load(path) as f:
@@ -243,10 +327,18 @@ def load_mnist(tfds_dir: str | None = None, mnist_dir: str | None = None) -> Mni
     """MNIST as arrays: from the cache, else from TFDS (preparing it once if needed).
 
     `tfds_dir` defaults to TFDS's data dir; `mnist_dir` (or MNIST_PLUS_MNIST_DIR)
-    is a folder of IDX files used to prepare offline instead of downloading.
+    is a folder of IDX files used to prepare offline instead of downloading; once
+    prepared, a DataError if the data dir was prepared from other files than it holds.
     """
     data_dir = os.path.abspath(os.path.expanduser(tfds_dir or default_tfds_dir()))
     mnist_dir = mnist_dir or os.environ.get(MNIST_DIR_ENV) or None
+    mnist = _load(data_dir, mnist_dir)
+    if mnist_dir is not None:
+        _check_source(data_dir, mnist_dir, mnist)
+    return mnist
+
+
+def _load(data_dir: str, mnist_dir: str | None) -> Mnist:
     cache = _cache_path(data_dir)
     cached = _load_cache(cache)
     if cached is not None:

@@ -30,3 +30,7 @@ class Interrupted(MnistPlusError):
     def __init__(self, message: str, signum: int):
         super().__init__(message)
         self.exit_code = 128 + signum
+
+
+class StorageError(MnistPlusError):
+    """A write failed for lack of space or a read-only file system; what was complete is kept."""

@@ -14,7 +14,8 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-from mnist_plus import atomic
+from mnist_plus import atomic, storage
+from mnist_plus.errors import StorageError
 
 # What a train or eval step sums on the device (float32 scalars), in order. Every other
 # list of metric names is derived from these.
@@ -57,8 +58,18 @@ def epoch_row(epoch: int, step: int, train_sums: Mapping[str, float],
     return {k: row[k] for k in KEYS}
 
 
-def _write_lines_atomically(path: str, lines: list[str]) -> None:
-    atomic.replace_file(path, lambda f: f.write("".join(lines).encode()))
+def _write_lines_atomically(path: str, lines: list[str], kept: str) -> None:
+    """A full disk or read-only file system becomes one line saying that `kept` is intact
+    (the old file stays whole: see atomic.replace_file)."""
+    try:
+        atomic.replace_file(path, lambda f: f.write("".join(lines).encode()))
+    except OSError as e:
+        code = storage.storage_errno(e)
+        if code is None:
+            raise
+        raise StorageError(
+            f"cannot write {path} ({storage.describe(code)}): {kept} and the checkpoints are "
+            f"intact; {storage.remedy(code)} and rerun to resume") from None
 
 
 class JsonlLog:
@@ -82,13 +93,15 @@ class JsonlLog:
         rows = self.read()
         kept = [r for r in rows if r["epoch"] <= epoch]
         if len(kept) != len(rows) and self.enabled:
-            _write_lines_atomically(self.path, [json.dumps(r) + "\n" for r in kept])
+            _write_lines_atomically(self.path, [json.dumps(r) + "\n" for r in kept],
+                                    kept="the file")
 
     def append(self, row: Mapping[str, Any]) -> None:
         if not self.enabled:
             return
         rows = self.read() + [dict(row)]
-        _write_lines_atomically(self.path, [json.dumps(r) + "\n" for r in rows])
+        _write_lines_atomically(self.path, [json.dumps(r) + "\n" for r in rows],
+                                kept="its earlier lines")
 
 
 def format_epoch(row: Mapping[str, Any], seconds: float) -> str:

@@ -23,7 +23,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from mnist_plus import config as config_lib
-from mnist_plus import data, sampler, trained
+from mnist_plus import atomic, data, sampler, trained
 from mnist_plus import metrics as metrics_lib
 from mnist_plus.cli import run_main, usage_parser
 
@@ -127,6 +127,11 @@ def _figure(width: float, height: float):
     return Figure(figsize=(width, height), dpi=_DPI, layout="constrained")
 
 
+def _save_figure(fig, path: str) -> None:
+    """A PNG written whole or not at all (see atomic.replace_file)."""
+    atomic.replace_file(path, lambda f: fig.savefig(f, format="png"))
+
+
 def plot_curves(rows: Sequence[dict[str, Any]], path: str) -> None:
     """Loss (log scale) and accuracy per epoch, train and test, digit and sum head."""
     from matplotlib.ticker import (FixedLocator, FormatStrFormatter, MaxNLocator, NullFormatter,
@@ -191,7 +196,7 @@ def plot_curves(rows: Sequence[dict[str, Any]], path: str) -> None:
     fig.suptitle(f"Training curves per epoch ({len(rows)} epoch{plural})\n"
                  f"train: mean over the epoch while training; test: after the epoch",
                  fontsize=13)
-    fig.savefig(path)
+    _save_figure(fig, path)
 
 
 def _ticks_within(values: Sequence[float], ticks: Sequence[float]) -> int:
@@ -230,7 +235,7 @@ def plot_confusion(matrix: np.ndarray, what: str, path: str) -> None:
     ax.set_title(f"{what} head on the test set: confusion matrix\n"
                  f"{total:,} images, accuracy {accuracy:.2f}%, "
                  f"{total - int(np.trace(matrix))} mistakes (off the diagonal)")
-    fig.savefig(path)
+    _save_figure(fig, path)
 
 
 def plot_pair_accuracy(grid: np.ndarray, counts: np.ndarray, path: str) -> None:
@@ -255,7 +260,7 @@ def plot_pair_accuracy(grid: np.ndarray, counts: np.ndarray, path: str) -> None:
     overall = 100 * np.nansum(grid * counts[:, None]) / max(10 * counts.sum(), 1)
     ax.set_title("Sum accuracy for every (digit, number) pair\n"
                  f"each test image with all 10 numbers: {overall:.2f}% overall")
-    fig.savefig(path)
+    _save_figure(fig, path)
 
 
 def plot_examples(evaluation: Evaluation, path: str, rows: int = EXAMPLE_ROWS,
@@ -292,7 +297,7 @@ def plot_examples(evaluation: Evaluation, path: str, rows: int = EXAMPLE_ROWS,
                  f"first), then correct ones\n"
                  f"title: the truth, then the predicted digit and sum with their probability "
                  f"(\u2713 right, \u2717 wrong)", fontsize=10)
-    fig.savefig(path)
+    _save_figure(fig, path)
 
 
 def _mark(right: bool) -> str:
@@ -421,8 +426,8 @@ def write_report(workdir: str, mnist: data.Mnist | None = None, *, tfds_dir: str
     plot_pair_accuracy(evaluation.pair_accuracy(), counts, os.path.join(folder, PAIR_ACCURACY))
     plot_examples(evaluation, os.path.join(folder, EXAMPLES))
     path = os.path.join(folder, "report.md")
-    with open(path, "w") as f:
-        f.write(_markdown(os.path.abspath(workdir), model, evaluation, rows, step))
+    markdown = _markdown(os.path.abspath(workdir), model, evaluation, rows, step)
+    atomic.replace_file(path, lambda f: f.write(markdown.encode()))
     summary = {
         "step": model.step, "epoch": model.epoch, "requested_step": step,
         "test_digit_accuracy": evaluation.digit_accuracy,
@@ -435,8 +440,8 @@ def write_report(workdir: str, mnist: data.Mnist | None = None, *, tfds_dir: str
         "pair_accuracy": evaluation.pair_accuracy().tolist(),
     }
     # Written last: its step marks the report complete (see is_current).
-    with open(os.path.join(folder, "report.json"), "w") as f:
-        json.dump(summary, f, indent=1)
+    atomic.replace_file(os.path.join(folder, "report.json"),
+                        lambda f: f.write(json.dumps(summary, indent=1).encode()))
     return path
 
 

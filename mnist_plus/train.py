@@ -19,8 +19,8 @@ import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
 from mnist_plus import config as config_lib  # noqa: E402
-from mnist_plus import data, distributed, evaluation, loops, preemption, profiling, sampler  # noqa: E402
-from mnist_plus import workdir_lock  # noqa: E402
+from mnist_plus import atomic, data, distributed, evaluation, loops, preemption  # noqa: E402
+from mnist_plus import profiling, sampler, workdir_lock  # noqa: E402
 from mnist_plus import mesh as mesh_lib  # noqa: E402
 from mnist_plus import metrics as metrics_lib  # noqa: E402
 from mnist_plus import tensorboard as tensorboard_lib  # noqa: E402
@@ -130,6 +130,7 @@ def _train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool,
         f"{mesh_lib.describe(mesh)}; loop {loops.choose_loop(config.loop)}")
 
     checkpointer = Checkpointer(workdir, config.keep_checkpoints, keep_best=config.keep_best)
+    checkpointer.data_fingerprint = mnist.fingerprint  # resuming on other data is refused
     metrics_log = metrics_lib.JsonlLog(os.path.join(workdir, "metrics.jsonl"), enabled=primary)
     timing_log = metrics_lib.JsonlLog(os.path.join(workdir, "timing.jsonl"), enabled=primary)
     epoch, start = 0, 0
@@ -264,8 +265,8 @@ def _finish(workdir: str, metrics_log: metrics_lib.JsonlLog, timing_log: metrics
             f"{100 * final['test_exhaustive_sum_accuracy']:.2f}%); training time "
             f"{sum(times):.1f}s; results in {workdir}")
     if jax.process_index() == 0:
-        with open(os.path.join(workdir, "summary.json"), "w") as f:
-            json.dump(summary, f, indent=2)
+        atomic.replace_file(os.path.join(workdir, "summary.json"),
+                            lambda f: f.write(json.dumps(summary, indent=2).encode()))
     return summary
 
 
