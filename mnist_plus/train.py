@@ -18,6 +18,7 @@ _PROCESS_START = time.time()
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from mnist_plus import compile_cache  # noqa: E402
 from mnist_plus import config as config_lib  # noqa: E402
 from mnist_plus import data, loops, sampler  # noqa: E402
 from mnist_plus import metrics as metrics_lib  # noqa: E402
@@ -258,6 +259,7 @@ def parse_args(argv: Sequence[str] | None = None):
 
 def _main(argv: Sequence[str] | None) -> None:
     args = parse_args(argv)
+    compile_cache.enable()
     train_and_evaluate(config_from_args(args), args.workdir, fresh=args.fresh,
                        log=lambda s: print(s, flush=True))
 
