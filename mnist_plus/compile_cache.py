@@ -1,7 +1,7 @@
 """JAX's persistent compilation cache in the user's cache folder: faster second starts.
 
 Every CLI compiles the same few XLA programs on every start (the train and eval steps,
-the eagerly run ops of initialisation); on 2 CPU cores that is seconds before the first
+initialisation); on 2 CPU cores that is seconds before the first
 step. With the cache on, a second start loads the executables from disk instead.
 
 The cache lives in `$XDG_CACHE_HOME/mnist_plus/jax` (`~/.cache/mnist_plus/jax`), never
