@@ -22,7 +22,7 @@ from typing import Sequence
 
 import numpy as np
 
-from mnist_plus import trained
+from mnist_plus import compile_cache, trained
 from mnist_plus.cli import run_main, usage_parser
 from mnist_plus.errors import UsageError
 
@@ -185,6 +185,7 @@ def format_table(rows: Sequence[dict], number: int) -> str:
 
 def _main(argv: Sequence[str] | None) -> None:
     args = _parse(argv)
+    compile_cache.enable()
     number = _number(args.number)
     rows = predict_files(args.workdir, args.images, number, args.background, args.fit,
                          args.step)

@@ -22,6 +22,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from mnist_plus import compile_cache
 from mnist_plus import config as config_lib
 from mnist_plus import atomic, data, sampler, trained
 from mnist_plus import metrics as metrics_lib
@@ -461,6 +462,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def _main(argv: Sequence[str] | None) -> None:
     args = _parse(argv)
+    compile_cache.enable()
     path = write_report(args.workdir, tfds_dir=args.tfds_dir or None,
                         mnist_dir=args.mnist_dir or None, step=args.step,
                         log=lambda s: print(s, flush=True))

@@ -14,6 +14,7 @@ loop's chunk (100) the scanned loop compiles no extra shapes.
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any, Mapping
 
 from mnist_plus import loops
@@ -33,6 +34,25 @@ def epoch_scalars(row: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
+def summary_writer_class():
+    """tensorboardX's SummaryWriter, imported without PyTorch.
+
+    tensorboardX imports torch whenever it is installed, only to accept torch tensors;
+    that took 3.1-3.5 s (2 loaded cores) of every start, before the first step. We log
+    Python floats, so `import torch` is made to fail while tensorboardX is imported
+    (unless torch is already loaded), and tensorboardX falls back to NumPy.
+    """
+    if "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+        return SummaryWriter
+    sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch` -> ImportError
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
+
+
 class TensorBoard:
     """A SummaryWriter for one training session, and a loop wrapper for per-N-steps scalars.
 
@@ -42,8 +62,7 @@ class TensorBoard:
     """
 
     def __init__(self, workdir: str, every_steps: int, purge_step: int | None = None):
-        from tensorboardX import SummaryWriter  # imported here: start-up does not pay for it
-
+        SummaryWriter = summary_writer_class()  # imported here: start-up does not pay for it
         self.directory = os.path.join(workdir, FOLDER)
         self.every_steps = every_steps
         self._writer = SummaryWriter(self.directory, purge_step=purge_step, flush_secs=30)

@@ -18,6 +18,7 @@ _PROCESS_START = time.time()
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
+from mnist_plus import compile_cache  # noqa: E402
 from mnist_plus import config as config_lib  # noqa: E402
 from mnist_plus import atomic, data, distributed, evaluation, loops, preemption  # noqa: E402
 from mnist_plus import profiling, sampler, workdir_lock  # noqa: E402
@@ -284,6 +285,7 @@ def parse_args(argv: Sequence[str] | None = None):
 def _main(argv: Sequence[str] | None) -> None:
     args = parse_args(argv)
     config = config_lib.validate(config_from_args(args))
+    compile_cache.enable()
     if not distributed.initialize(args):
         train_and_evaluate(config, args.workdir, fresh=args.fresh,
                            log=lambda s: print(s, flush=True))

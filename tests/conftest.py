@@ -32,11 +32,18 @@ def write_tiny_mnist(folder: str, n_train: int = 256, n_test: int = 64,
     return folder
 
 
+@pytest.fixture(scope="session")
+def compile_cache_dir(tmp_path_factory) -> str:
+    """One persistent XLA compilation cache for every subprocess of the session."""
+    return str(tmp_path_factory.mktemp("jax_cache"))
+
+
 @pytest.fixture(autouse=True)
-def _isolated_env(monkeypatch, tmp_path):
-    """No test reads the user's TFDS dir or MNIST folder by accident."""
+def _isolated_env(monkeypatch, tmp_path, compile_cache_dir):
+    """No test reads the user's TFDS dir or MNIST folder, or writes their cache folder."""
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "default_tfds"))
     monkeypatch.delenv("MNIST_PLUS_MNIST_DIR", raising=False)
+    monkeypatch.setenv("MNIST_PLUS_COMPILE_CACHE", compile_cache_dir)
 
 
 @pytest.fixture
@@ -192,5 +199,5 @@ class Cli:
 
 
 @pytest.fixture(scope="session")
-def cli(tmp_path_factory) -> Cli:
-    return Cli(str(tmp_path_factory.mktemp("jax_cache")))
+def cli(compile_cache_dir) -> Cli:
+    return Cli(compile_cache_dir)
