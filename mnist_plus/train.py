@@ -115,8 +115,6 @@ def _train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool,
     config_lib.validate(config, train_size=len(mnist.train_labels))
     if fresh and primary:
         move_earlier_run_aside(workdir, log)
-    if primary:  # the effective config (defaults, --config file, flags), for --config
-        config_lib.write_json(config, os.path.join(workdir, "config.json"))
     if jax.process_count() > 1:  # no process reads the workdir before it is moved aside
         from jax.experimental import multihost_utils
 
@@ -145,6 +143,9 @@ def _train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool,
             if epoch < config.epochs:
                 log(f"resumed from checkpoint at step {meta['global_step']} "
                     f"(epoch {epoch + 1}, step {start} of {steps_per_epoch})")
+        if primary:  # the effective config (defaults, --config file, flags), for --config;
+            # written once the resume checks have passed: a refused run writes nothing
+            config_lib.write_json(config, os.path.join(workdir, "config.json"))
         metrics_log.truncate_after(epoch)
         timing_log.truncate_after(epoch)
         if epoch >= config.epochs:

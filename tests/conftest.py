@@ -12,6 +12,10 @@ from mnist_plus import idx
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REAL_MNIST_DIR = os.environ.get("MNIST_PLUS_MNIST_DIR") or os.path.join(
     REPO, "..", "shared", "data", "mnist")
+# Read once above; gone for the whole session, so that no fixture of any scope (module
+# and session fixtures are set up before `_isolated_env` applies) reads real MNIST by
+# accident instead of the tiny data it prepared.
+os.environ.pop("MNIST_PLUS_MNIST_DIR", None)
 
 
 def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -71,6 +75,21 @@ def real_mnist_dir() -> str:
         pytest.skip(f"real MNIST IDX files not found in {folder}; set MNIST_PLUS_MNIST_DIR "
                     f"to a folder with the four MNIST files to run this test")
     return folder
+
+
+@pytest.fixture(scope="session")
+def real_mnist_run(real_mnist_dir, tmp_path_factory) -> tuple[str, str]:
+    """(tfds_dir, workdir) of one epoch of the default config on real MNIST, trained once
+    in-process on one device: the slow tests share it (each used to train its own)."""
+    from mnist_plus import config as config_lib
+    from mnist_plus.train import train_and_evaluate
+
+    root = tmp_path_factory.mktemp("real_mnist")
+    tfds_dir, workdir = str(root / "tfds"), str(root / "run")
+    config = config_lib.Config(epochs=1, tfds_dir=tfds_dir, mnist_dir=real_mnist_dir,
+                               progress=False, report=False)
+    train_and_evaluate(config, workdir, log=lambda s: None)
+    return tfds_dir, workdir
 
 
 # ---- Training runs on the tiny data, shared by the resume, determinism and error tests.

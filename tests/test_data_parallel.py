@@ -105,16 +105,17 @@ def test_a_checkpoint_resumes_on_another_number_of_devices(prepared_tiny, cli, t
 
 
 @pytest.mark.slow
-def test_four_devices_reach_the_accuracy_of_one_on_real_mnist(real_mnist_dir, cli, tmp_path):
+def test_four_devices_reach_the_accuracy_of_one_on_real_mnist(real_mnist_run, cli, tmp_path):
     """One epoch of the default config on real MNIST: the same optimisation up to float
-    rounding, so test accuracies agree to well within 0.1 point (10 of 10,000 images)."""
-    rows = {}
-    for n in ("1", "4"):
-        workdir = tmp_path / f"d{n}"
-        result = cli.train("--workdir", str(workdir), "--mnist-dir", real_mnist_dir,
-                           "--tfds-dir", str(tmp_path / "tfds"), "--epochs", "1",
-                           "--no-progress", "--no-report", "--num-devices", n, env=FOUR,)
-        assert result.returncode == 0, result.stderr
-        rows[n] = json.loads(read_bytes(workdir / "metrics.jsonl"))
+    rounding, so test accuracies agree to well within 0.1 point (10 of 10,000 images).
+    One device: the shared in-process run; four: a subprocess with forced devices."""
+    tfds_dir, one_device = real_mnist_run
+    workdir = tmp_path / "d4"
+    result = cli.train("--workdir", str(workdir), "--tfds-dir", tfds_dir, "--epochs", "1",
+                       "--no-progress", "--no-report", "--num-devices", "4", env=FOUR)
+    assert result.returncode == 0, result.stderr
+    four = json.loads(read_bytes(workdir / "metrics.jsonl"))
+    one = json.loads(read_bytes(os.path.join(one_device, "metrics.jsonl")))
+    assert json.loads(read_bytes(workdir / "summary.json"))["num_devices"] == 4
     for key in ("test_digit_accuracy", "test_sum_accuracy"):
-        assert abs(rows["4"][key] - rows["1"][key]) <= 0.001, (key, rows)
+        assert abs(four[key] - one[key]) <= 0.001, (key, four[key], one[key])

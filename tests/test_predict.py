@@ -167,13 +167,10 @@ def test_bad_inputs_are_one_line_errors(tiny_model, tmp_path):
 
 
 @pytest.mark.slow
-def test_predict_on_real_mnist_pngs(real_mnist_dir, tmp_path):
+def test_predict_on_real_mnist_pngs(real_mnist_run, tmp_path):
     """One epoch on real MNIST, then MNIST test images as files, framed the MNIST way."""
-    config = config_lib.Config(epochs=1, tfds_dir=str(tmp_path / "tfds"), mnist_dir=real_mnist_dir,
-                               progress=False, report=False)
-    workdir = str(tmp_path / "run")
-    train_and_evaluate(config, workdir, log=lambda s: None)
-    mnist = data.load_mnist(str(tmp_path / "tfds"))
+    tfds_dir, workdir = real_mnist_run
+    mnist = data.load_mnist(tfds_dir)
     n = 60
     files = _save_variants(mnist.test_images[:n], str(tmp_path))
     files = [(p, i) for p, i in files if "_alpha" not in p]
