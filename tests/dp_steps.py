@@ -5,15 +5,18 @@
 
 Writes, for each run, the flattened parameters after `--steps` steps:
 - `one`: a mesh of 1 device; `many`: a mesh of all devices (the batch split over them);
-- `one_nudged`: 1 device, every initial parameter moved by one float32 ulp: how far
-  rounding-level differences (such as another summation order) carry in `--steps`
-  steps of this training, measured on this very machine;
+- `one_nudged`: 1 device, every initial parameter moved by one float32 ulp, and
+  `one_reversed` / `one_rolled`: 1 device, every batch's rows reversed / rolled by one
+  (the same maths, another float order of every batch reduction at every step, which
+  is what splitting a batch over devices changes): how far rounding-level differences
+  carry in `--steps` steps of this training, measured on this very machine;
 - `one_other_seed`: 1 device, another seed's data order: what a real mistake moves.
 """
 
 from __future__ import annotations
 
 import argparse
+from typing import Callable
 
 import jax
 import numpy as np
@@ -22,11 +25,12 @@ from mnist_plus import config as config_lib
 from mnist_plus import data, loops, sampler
 from mnist_plus import mesh as mesh_lib
 from mnist_plus.state import create_state
-from mnist_plus.train_step import zero_train_metrics
+from mnist_plus.train_step import train_step, zero_train_metrics
 
 
 def run(config: config_lib.Config, mnist: data.Mnist, num_devices: int, steps: int,
-        nudge: bool = False, data_seed: int | None = None) -> np.ndarray:
+        nudge: bool = False, data_seed: int | None = None,
+        rows: Callable[[np.ndarray], np.ndarray] | None = None) -> np.ndarray:
     mesh = mesh_lib.make_mesh(num_devices)
     steps_per_epoch = sampler.steps_per_epoch(len(mnist.train_labels), config.batch_size)
     state = create_state(config, steps_per_epoch, mesh)
@@ -36,7 +40,18 @@ def run(config: config_lib.Config, mnist: data.Mnist, num_devices: int, steps: i
         state = state.replace(params=mesh_lib.put_replicated(params, mesh))
     loop = loops.make_loop("host", sampler.normalise(mnist.train_images), mnist.train_labels,
                            config.seed if data_seed is None else data_seed, config.batch_size,
-                           mesh=mesh)
+                           config.augment_shift, mesh=mesh)
+    if rows is not None:  # the same batches, their rows in another order
+        images = sampler.normalise(mnist.train_images)
+
+        def batches(epoch: int, start: int):
+            for b in sampler.train_batches(images, mnist.train_labels, config.seed, epoch,
+                                           config.batch_size, start_step=start,
+                                           max_shift=config.augment_shift):
+                yield sampler.Batch(*(rows(np.asarray(x)) for x in b))
+
+        loop = loops.HostLoop(batches, loops.jit_step(train_step, mesh),
+                              lambda b: mesh_lib.put_split(b, mesh, config.batch_size))
     metrics = mesh_lib.put_replicated(zero_train_metrics(), mesh)
     done, epoch = 0, 0
     while done < steps:
@@ -61,6 +76,8 @@ def main() -> None:
              one=run(config, mnist, 1, args.steps),
              many=run(config, mnist, n, args.steps),
              one_nudged=run(config, mnist, 1, args.steps, nudge=True),
+             one_reversed=run(config, mnist, 1, args.steps, rows=lambda x: x[::-1]),
+             one_rolled=run(config, mnist, 1, args.steps, rows=lambda x: np.roll(x, 1, 0)),
              one_other_seed=run(config, mnist, 1, args.steps, data_seed=config.seed + 1))
 
 

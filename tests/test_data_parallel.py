@@ -29,17 +29,20 @@ def test_four_devices_compute_the_same_optimisation_as_one(prepared_tiny, cli, t
     training, and by nothing more.
 
     How far rounding carries is measured, not assumed: the same 1-device run with every
-    initial parameter moved by one float32 ulp (`one_nudged`) shows how much a
-    rounding-level difference grows in these 20 steps on this very machine. It grows a
-    lot: Adam turns a tiny gradient difference into an update of up to the learning rate
-    for near-zero gradients, so single parameters jump by up to ~lr per step (measured
-    here: max 0.04, mean 0.0018 after 20 steps). So the comparison is of the mean
-    absolute difference over all parameters, which rounding noise of any origin drives
-    to the same level: 4 devices must stay within 3x the one-ulp drift. A real bug (another
-    data order, a batch seen twice or by one device only, BatchNorm over a quarter of the
+    initial parameter moved by one float32 ulp, and with every batch's rows reversed or
+    rolled (the same maths in another float order at every step, which is what the split
+    over devices changes), shows how much rounding-level differences grow in these 20
+    steps on this very machine. They can grow a lot, and in bursts: Adam turns a tiny
+    gradient difference into an update of up to the learning rate for near-zero
+    gradients, and whether a given perturbation sets off such a cascade depends on the
+    run, the CPU and the jaxlib version (with an older jaxlib the one-ulp nudge barely
+    moved while the device split did). So the bound takes the largest of the three, and
+    compares the mean absolute difference over all parameters (single parameters jump by
+    up to ~lr per step): 4 devices must stay within 3x it. A real bug (another data
+    order, a batch seen twice or by one device only, BatchNorm over a quarter of the
     batch) is a difference in the data or the maths, not in rounding: `one_other_seed`,
-    another data order, must land well outside the bound (measured: mean 0.024, 13x the
-    one-ulp drift).
+    another data order, must land well outside the bound (measured with jax 0.10.2 on
+    AVX-512: 13x the one-ulp drift).
     """
     tfds_dir, _ = prepared_tiny
     out = str(tmp_path / "params.npz")
@@ -49,8 +52,9 @@ def test_four_devices_compute_the_same_optimisation_as_one(prepared_tiny, cli, t
     runs = np.load(out)
     assert int(runs["devices"]) == 4
     one, many = runs["one"], runs["many"]
-    rounding = np.mean(np.abs(runs["one_nudged"] - one))
-    assert rounding > 0  # the nudge did change something, so the bound is measured
+    rounding = max(np.mean(np.abs(runs[k] - one))
+                   for k in ("one_nudged", "one_reversed", "one_rolled"))
+    assert rounding > 0  # the perturbations did change something: the bound is measured
     bound = 3 * rounding
     assert np.mean(np.abs(many - one)) <= bound
     assert np.mean(np.abs(runs["one_other_seed"] - one)) > 2 * bound

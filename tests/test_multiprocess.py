@@ -79,8 +79,8 @@ def test_two_processes_train_as_one_process_with_four_devices(prepared_tiny, cli
     """Same mesh size, same global batches, so the same optimisation; only where the
     float additions of the all-reduce happen differs (gloo between processes). The
     tolerance is derived as in test_data_parallel: the mean absolute parameter difference
-    within 3x what a one-ulp nudge of the initial parameters becomes in the same 24 steps
-    on this machine."""
+    within 3x the largest drift that rounding-level perturbations of a 1-device run (a
+    one-ulp nudge, reordered batch rows) reach in the same 24 steps on this machine."""
     summary = json.loads(read_bytes(two_process_run / "summary.json"))
     assert summary["num_processes"] == 2 and summary["num_devices"] == 4
     assert len(read_bytes(two_process_run / "metrics.jsonl").splitlines()) == 3  # written once
@@ -99,7 +99,8 @@ def test_two_processes_train_as_one_process_with_four_devices(prepared_tiny, cli
                       "--steps", "24"], env=FOUR)
     assert result.returncode == 0, result.stderr
     runs = np.load(calibration)
-    bound = 3 * np.mean(np.abs(runs["one_nudged"] - runs["one"]))
+    bound = 3 * max(np.mean(np.abs(runs[k] - runs["one"]))
+                    for k in ("one_nudged", "one_reversed", "one_rolled"))
     # Only the params: `one` and `one_nudged` hold the parameters, not the optimizer state.
     n_params = len(runs["one"])
     params_two = np.concatenate([np.ravel(x) for x in leaves_two]).astype(np.float64)
