@@ -59,7 +59,11 @@ class _MidEpochSaves(logging.Filter):
     the best); orbax would warn about each one."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return "did not provide metrics" not in record.getMessage()
+        message = record.getMessage()
+        # Also orbax's notes on a read-only manager (readers open it so on purpose).
+        return not ("did not provide metrics" in message
+                    or "read_only=True, setting" in message
+                    or "Given directory is read only" in message)
 
 
 logging.getLogger("absl").addFilter(_MidEpochSaves())
