@@ -31,6 +31,8 @@ from typing import Any, Sequence
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
+from mnist_plus import speedrun  # noqa: E402  (cpu_isa)
+
 # name -> XLA_FLAGS value. Defaults of jaxlib 0.10.2 (from its flag help): xnnpack on,
 # thunk runtime on (the flag is deprecated), prefer_vector_width 256 (so only 512 is a
 # candidate), Eigen multithreaded.
@@ -52,20 +54,6 @@ CANDIDATES: dict[str, str] = {
     "fast math (changes numerics)": "--xla_cpu_enable_fast_math=true",
 }
 MARKER = "XLA_FLAGS_RESULT "
-
-
-def cpu_isa() -> str:
-    """The widest x86 vector ISA in /proc/cpuinfo (avx512f, avx2, or what is there)."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f
-                          if line.startswith("flags")), [])
-    except OSError:
-        return "unknown"
-    for isa in ("avx512f", "avx2", "avx", "sse4_2"):
-        if isa in flags:
-            return isa
-    return "unknown"
 
 
 # --------------------------------------------------------------------------- worker
@@ -237,7 +225,7 @@ def _main(argv: Sequence[str] | None) -> None:
     import jaxlib
 
     header = (f"XLA:CPU flags, default model, jax {jax.__version__} / jaxlib "
-              f"{jaxlib.__version__}, {os.cpu_count()} CPUs, ISA {cpu_isa()}, "
+              f"{jaxlib.__version__}, {os.cpu_count()} CPUs, ISA {speedrun.cpu_isa()}, "
               f"load average at start {os.getloadavg()[0]:.1f}")
     print(header, flush=True)
     runs: dict[str, list[dict]] = {n: [] for n in names}

@@ -62,6 +62,24 @@ def run(config: config_lib.Config, mnist: data.Mnist, num_devices: int, steps: i
     return np.concatenate([np.ravel(x) for x in leaves]).astype(np.float64)
 
 
+PERTURBED = ("one_nudged", "one_reversed", "one_rolled")
+
+
+def measure(cli, tfds_dir: str, out: str, steps: int, env: dict[str, str]):
+    """Run this script through the tests' `cli` fixture with `env` (the forced devices);
+    the saved runs (an NpzFile)."""
+    result = cli.run(["-m", "tests.dp_steps", "--tfds-dir", tfds_dir, "--out", out,
+                      "--steps", str(steps)], env=env)
+    assert result.returncode == 0, result.stderr
+    return np.load(out)
+
+
+def rounding_drift(runs) -> float:
+    """The largest mean absolute parameter drift that a rounding-level perturbation of
+    the 1-device run reaches: the unit the tests' bounds are measured in."""
+    return max(float(np.mean(np.abs(runs[k] - runs["one"]))) for k in PERTURBED)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--tfds-dir", required=True)

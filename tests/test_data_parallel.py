@@ -10,7 +10,8 @@ import os
 import numpy as np
 import pytest
 
-from tests.conftest import REAL_MNIST_DIR, read_bytes, tiny_flags
+from tests import dp_steps
+from tests.conftest import read_bytes, tiny_flags
 
 FOUR = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
 
@@ -45,15 +46,10 @@ def test_four_devices_compute_the_same_optimisation_as_one(prepared_tiny, cli, t
     AVX-512: 13x the one-ulp drift).
     """
     tfds_dir, _ = prepared_tiny
-    out = str(tmp_path / "params.npz")
-    result = cli.run(["-m", "tests.dp_steps", "--tfds-dir", tfds_dir, "--out", out,
-                      "--steps", "20"], env=FOUR)
-    assert result.returncode == 0, result.stderr
-    runs = np.load(out)
+    runs = dp_steps.measure(cli, tfds_dir, str(tmp_path / "params.npz"), 20, FOUR)
     assert int(runs["devices"]) == 4
     one, many = runs["one"], runs["many"]
-    rounding = max(np.mean(np.abs(runs[k] - one))
-                   for k in ("one_nudged", "one_reversed", "one_rolled"))
+    rounding = dp_steps.rounding_drift(runs)
     assert rounding > 0  # the perturbations did change something: the bound is measured
     bound = 3 * rounding
     assert np.mean(np.abs(many - one)) <= bound

@@ -14,7 +14,8 @@ import time
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, read_bytes, tiny_config, tiny_flags, final_state_leaves
+from tests import dp_steps
+from tests.conftest import final_state_leaves, read_bytes, tiny_config, tiny_flags
 
 TWO = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
 FOUR = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
@@ -94,13 +95,8 @@ def test_two_processes_train_as_one_process_with_four_devices(prepared_tiny, cli
     assert meta["global_step"] == 24
 
     tfds_dir, _ = prepared_tiny
-    calibration = str(tmp_path / "calibration.npz")
-    result = cli.run(["-m", "tests.dp_steps", "--tfds-dir", tfds_dir, "--out", calibration,
-                      "--steps", "24"], env=FOUR)
-    assert result.returncode == 0, result.stderr
-    runs = np.load(calibration)
-    bound = 3 * max(np.mean(np.abs(runs[k] - runs["one"]))
-                    for k in ("one_nudged", "one_reversed", "one_rolled"))
+    runs = dp_steps.measure(cli, tfds_dir, str(tmp_path / "calibration.npz"), 24, FOUR)
+    bound = 3 * dp_steps.rounding_drift(runs)
     # Only the params: `one` and `one_nudged` hold the parameters, not the optimizer state.
     n_params = len(runs["one"])
     params_two = np.concatenate([np.ravel(x) for x in leaves_two]).astype(np.float64)
