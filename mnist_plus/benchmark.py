@@ -166,16 +166,8 @@ def bench_train_step(state: TrainState, mnist: data.Mnist, batch_size: int, warm
     first_seconds, (step, (state, metrics)) = timed(first_call)
     for _ in range(warmup):
         state, metrics = step(state, batch, metrics)
-    one, (state, metrics) = timed(lambda: step(state, batch, metrics))
-    steps_per_repeat = max(1, math.ceil(min_repeat_seconds / max(one, 1e-6)))
-
-    def repeat():
-        nonlocal state, metrics
-        seconds, (state, metrics) = timed(lambda: _run_steps(step, state, batch, metrics,
-                                                              steps_per_repeat))
-        return seconds / steps_per_repeat
-
-    times = [repeat() for _ in range(repeats)]
+    times, steps_per_repeat = _steady_step_seconds(step, state, batch, metrics, repeats,
+                                                   min_repeat_seconds)
     seconds = statistics.median(times)
     flops = compiled_flops(step)
     row = {"batch_size": batch_size, "first_call_seconds": first_seconds,
@@ -193,6 +185,21 @@ def _run_steps(step, state, batch, metrics, n: int):
     for _ in range(n):
         state, metrics = step(state, batch, metrics)
     return state, metrics
+
+
+def _steady_step_seconds(step, state, batch, metrics, repeats: int,
+                         min_repeat_seconds: float) -> tuple[list[float], int]:
+    """Seconds per step of `repeats` timed repeats, each of enough steps (judged from one
+    timed step) to last `min_repeat_seconds`; and that number of steps. Consumes `state`
+    and `metrics` (the step donates them)."""
+    one, (state, metrics) = timed(lambda: step(state, batch, metrics))
+    steps_per_repeat = max(1, math.ceil(min_repeat_seconds / max(one, 1e-6)))
+    times = []
+    for _ in range(repeats):
+        seconds, (state, metrics) = timed(lambda: _run_steps(step, state, batch, metrics,
+                                                             steps_per_repeat))
+        times.append(seconds / steps_per_repeat)
+    return times, steps_per_repeat
 
 
 def forward_flops_per_image(state: TrainState, batch_size: int) -> float | None:
@@ -264,13 +271,8 @@ def bench_devices(config: config_lib.Config, mnist: data.Mnist, counts: Sequence
         metrics = mesh_lib.put_replicated(zero_train_metrics(), mesh)
         step = loops.jit_step(train_step, mesh)
         compile_seconds, (state, metrics) = timed(lambda: step(state, batch, metrics))
-        one, (state, metrics) = timed(lambda: step(state, batch, metrics))
-        inner = max(1, math.ceil(min_repeat_seconds / max(one, 1e-6)))
-        times = []
-        for _ in range(repeats):
-            seconds, (state, metrics) = timed(lambda: _run_steps(step, state, batch, metrics,
-                                                                 inner))
-            times.append(seconds / inner)
+        times, _ = _steady_step_seconds(step, state, batch, metrics, repeats,
+                                        min_repeat_seconds)
         seconds = statistics.median(times)
         rows.append({"num_devices": n, "batch_size": config.batch_size,
                      "per_device_batch": config.batch_size // n, "step_seconds": seconds,

@@ -24,6 +24,7 @@ import tempfile
 from typing import Any, Callable, Sequence
 
 from mnist_plus import config as config_lib
+from mnist_plus import metrics as metrics_lib
 from mnist_plus.errors import MnistPlusError, UsageError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,8 +70,8 @@ def run_ours(config: config_lib.Config, workdir: str, timeout: float = 3600) -> 
         raise MnistPlusError(f"training for the comparison failed (exit "
                              f"{result.returncode}): "
                              f"{(result.stderr.strip().splitlines() or ['no output'])[-1]}")
-    rows = _jsonl(os.path.join(workdir, "metrics.jsonl"))
-    times = _jsonl(os.path.join(workdir, "timing.jsonl"))
+    rows = metrics_lib.JsonlLog(os.path.join(workdir, "metrics.jsonl")).read()
+    times = metrics_lib.JsonlLog(os.path.join(workdir, "timing.jsonl")).read()
     with open(os.path.join(workdir, "summary.json")) as f:
         summary = json.load(f)
     images = (rows[0]["step"] * config.batch_size) if rows else 0
@@ -111,11 +112,6 @@ def run_pytorch(mnist_dir: str, epochs: int, seed: int, threads: int | None, wor
         raise MnistPlusError(f"the PyTorch baseline failed (exit {result.returncode}): {last}")
     with open(out) as f:
         return json.load(f)
-
-
-def _jsonl(path: str) -> list[dict[str, Any]]:
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
 
 
 def first_reaching(epochs: Sequence[dict[str, Any]], digit: float, total: float
