@@ -97,18 +97,19 @@ def train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool =
     One training per workdir: a second one fails at once (workdir_lock). SIGTERM/SIGINT
     during training checkpoint the current step and raise `Interrupted` (preemption)."""
     config_lib.validate(config)
-    with workdir_lock.held(prepare_workdir(workdir), enabled=jax.process_index() == 0):
+    workdir = prepare_workdir(workdir)
+    with workdir_lock.held(workdir, enabled=jax.process_index() == 0):
         return _train_and_evaluate(config, workdir, fresh=fresh, log=log)
 
 
 def _train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool,
                         log: Callable[[str], None]) -> dict[str, Any]:
+    """The body of `train_and_evaluate`, in a prepared (absolute) and locked workdir."""
     mesh = mesh_lib.make_mesh(config.num_devices or None)
     mesh_lib.check_divisible(mesh, "batch-size", config.batch_size)
     primary = jax.process_index() == 0  # the one process that writes logs and reports
     if not primary:
         log = lambda s: None  # noqa: E731
-    workdir = prepare_workdir(workdir)
     t0 = time.time()
     mnist = data.load_mnist(config.tfds_dir or None, config.mnist_dir or None)
     load_seconds = time.time() - t0
