@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from mnist_plus import metrics as metrics_lib
 from mnist_plus import report, sampler
@@ -76,6 +77,7 @@ def test_report_evaluation_agrees_with_eval_counts_on_made_up_heads():
                                   [True, False, True, True])
 
 
+@pytest.mark.slow
 def test_eval_counts_and_predictions_agree_on_a_real_model():
     """An untrained net disagrees with itself often: both ways of counting must match
     image for image (both take argmaxes of the same forward pass; softmax keeps the order)."""

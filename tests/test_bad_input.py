@@ -125,6 +125,7 @@ def _folder_is_a_file(d):
     _header_overflowing_int64, _counts_disagree, _not_28x28, _label_out_of_range,
     _folder_missing, _folder_is_a_file,
 ], ids=lambda f: f.__name__.strip("_"))
+@pytest.mark.slow
 def test_bad_mnist_files(damage, cli, prepared_tiny, finished_workdir, tmp_path):
     mnist_dir = write_tiny_mnist(str(tmp_path / "idx"))
     message = damage(mnist_dir)
@@ -199,6 +200,7 @@ def test_checkpoints_folder_that_is_a_file(cli, prepared_tiny, finished_workdir)
     assert snapshot(finished_workdir) == before
 
 
+@pytest.mark.slow
 def test_incompatible_checkpoint_names_the_difference(cli, prepared_tiny, finished_workdir):
     before = snapshot(finished_workdir)
     result = cli.train(*tiny_flags(prepared_tiny, finished_workdir), "--width", "8",

@@ -34,6 +34,7 @@ def _numbers(tree, path=""):
         yield path, tree
 
 
+@pytest.mark.slow
 def test_benchmark_cli_reports_every_figure(tmp_path):
     out = tmp_path / "bench.json"
     # Two forced CPU devices: the data-parallel timing runs on 1 and on 2 of them.
@@ -124,6 +125,7 @@ def test_compiled_flops_reads_every_shape_of_cost_analysis(analysis, flops):
     assert benchmark.compiled_flops(_Compiled(analysis)) == flops
 
 
+@pytest.mark.slow
 def test_time_to_accuracy_reports_every_seed(prepared_tiny, tmp_path):
     """The tiny data, a low target: every seed reaches it, and the JSON adds up."""
     tfds_dir, mnist_dir = prepared_tiny

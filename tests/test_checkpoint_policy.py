@@ -34,6 +34,7 @@ def _save_sequence(workdir, config, saves, keep, keep_best=True):
         checkpointer.close()
 
 
+@pytest.mark.slow
 def test_keep_one_plus_best_keeps_the_best_and_the_newest(prepared_tiny, tmp_path):
     config = tiny_config(prepared_tiny)
     # Epoch ends at 8, 16, 24, 32 (best: 16); mid-epoch checkpoints at 20 and 36 carry no
@@ -54,6 +55,7 @@ def test_without_keep_best_only_the_newest_n_remain(prepared_tiny, tmp_path):
     assert _saved_steps(tmp_path) == [16, 24]
 
 
+@pytest.mark.slow
 def test_mid_epoch_checkpoints_are_never_the_best(prepared_tiny, tmp_path):
     config = tiny_config(prepared_tiny)
     _save_sequence(tmp_path, config, [(4, None), (8, 0.2), (12, None)], keep=1)
@@ -71,6 +73,7 @@ def keep_one_run(prepared_tiny, tmp_path_factory):
     return workdir, rows
 
 
+@pytest.mark.slow
 def test_a_run_keeps_its_best_epoch_and_its_newest_checkpoint(keep_one_run):
     workdir, rows = keep_one_run
     best = max(reversed(rows), key=lambda r: r["test_sum_accuracy"])  # ties: the later epoch

@@ -1,10 +1,12 @@
 """The training CLI end to end on tiny generated data (its errors: test_bad_input.py)."""
 
 import json
+import pytest
 
 from mnist_plus import metrics as metrics_lib
 
 
+@pytest.mark.slow
 def test_train_cli_end_to_end(cli, prepared_tiny, tmp_path):
     tfds_dir, mnist_dir = prepared_tiny
     workdir = tmp_path / "runs"

@@ -53,6 +53,7 @@ def test_unwritable_cache_folder_warns_in_one_line_and_leaves_jax_alone(
     assert capsys.readouterr().err == ""
 
 
+@pytest.mark.slow
 def test_second_process_reads_the_first_ones_compiles_and_matches_it(cli, prepared_tiny,
                                                                    tmp_path):
     from tests.conftest import tiny_flags

@@ -11,6 +11,7 @@ import subprocess
 import time
 
 import numpy as np
+import pytest
 
 from mnist_plus import data
 from tests.conftest import read_bytes, tiny_flags
@@ -29,6 +30,7 @@ def _wait_for(paths, text: str, procs, timeout: float = 240) -> None:
     raise AssertionError(f"not all processes printed {text!r}")
 
 
+@pytest.mark.slow
 def test_two_trainings_share_one_fresh_tfds_dir(cli, prepared_tiny, reference_run, tmp_path):
     tfds_dir = str(tmp_path / "tfds")
     mnist_dir = prepared_tiny[1]

@@ -22,6 +22,7 @@ def _one_line_error(result) -> str:
     return lines[0]
 
 
+@pytest.mark.slow
 def test_four_devices_compute_the_same_optimisation_as_one(prepared_tiny, cli, tmp_path):
     """The step is written for the global batch: BatchNorm statistics and the loss mean
     are over all 32 rows whether one device holds them or four hold 8 each. What
@@ -56,6 +57,7 @@ def test_four_devices_compute_the_same_optimisation_as_one(prepared_tiny, cli, t
     assert np.mean(np.abs(runs["one_other_seed"] - one)) > 2 * bound
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("loop", ["host", "scan"])
 def test_training_on_four_devices_writes_the_device_count(prepared_tiny, cli, tmp_path, loop):
     workdir = tmp_path / "four"
@@ -83,6 +85,7 @@ def test_a_batch_the_devices_do_not_divide_is_a_usage_error(prepared_tiny, cli, 
     assert not (workdir / "checkpoints").exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("first, then", [("4", "1"), ("1", "4")])
 def test_a_checkpoint_resumes_on_another_number_of_devices(prepared_tiny, cli, tmp_path,
                                                            first, then):

@@ -8,12 +8,14 @@ between the two runs but the inputs.
 import os
 
 import numpy as np
+import pytest
 
 from mnist_plus.train import train_and_evaluate
 from tests.conftest import (assert_same_as_reference, final_state_leaves, read_bytes,
                             tiny_config, tiny_flags)
 
 
+@pytest.mark.slow
 def test_same_seed_and_config_give_identical_metrics_and_parameters(
         cli, prepared_tiny, reference_run, tmp_path):
     workdir = tmp_path / "again"
@@ -22,6 +24,7 @@ def test_same_seed_and_config_give_identical_metrics_and_parameters(
     assert_same_as_reference(str(workdir), reference_run, prepared_tiny)
 
 
+@pytest.mark.slow
 def test_another_seed_gives_other_metrics_and_parameters(prepared_tiny, reference_run, tmp_path):
     workdir = str(tmp_path / "seed1")
     train_and_evaluate(tiny_config(prepared_tiny, seed=1), workdir, log=lambda s: None)

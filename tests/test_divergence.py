@@ -1,11 +1,13 @@
 """A NaN loss stops training with the step named, and the last good checkpoint stays."""
 
 import os
+import pytest
 
 from tests.conftest import assert_same_state, final_state_leaves, read_bytes, tiny_config, \
     tiny_flags
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(
         cli, prepared_tiny, reference_run, tmp_path):
     workdir = str(tmp_path / "run")

@@ -120,6 +120,7 @@ def test_same_data_in_another_folder_is_accepted_and_checked_once(prepared_tiny,
     assert data.load_mnist(tfds_dir, raw).fingerprint == first.fingerprint
 
 
+@pytest.mark.slow
 def test_resuming_on_other_data_is_refused_in_one_line_and_fresh_starts_over(
         cli, prepared_tiny, reference_run, tmp_path):
     workdir = str(tmp_path / "run")
@@ -171,6 +172,7 @@ EVERY = ("--checkpoint-every-steps", "4", "--no-report")
 
 @pytest.mark.parametrize("how,code", [("json", "ENOSPC"), ("tensorstore", "ENOSPC"),
                                       ("json", "EROFS")])
+@pytest.mark.slow
 def test_a_failed_background_checkpoint_write_is_one_line_and_a_rerun_resumes(
         cli, prepared_tiny, reference_run, tmp_path, how, code):
     workdir = str(tmp_path / "run")
@@ -208,6 +210,7 @@ def test_a_read_only_checkpoint_folder_at_save_time_is_one_line(cli, prepared_ti
     assert _complete_checkpoints(workdir) == []
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("code", ["ENOSPC", "EROFS"])
 def test_a_failed_metrics_write_keeps_earlier_lines_and_a_rerun_resumes(
         cli, prepared_tiny, reference_run, tmp_path, code):

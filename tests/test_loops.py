@@ -26,6 +26,7 @@ def test_prefetch_yields_everything_in_order_and_reraises():
         list(loops.prefetch(broken()))
 
 
+@pytest.mark.slow
 def test_host_and_scan_loops_compute_the_same_training(prepared_tiny):
     mnist = data.load_mnist(prepared_tiny[0])
     config = config_lib.Config(epochs=2, batch_size=32, width=4, augment_shift=2)

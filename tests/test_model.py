@@ -11,6 +11,7 @@ from mnist_plus.model import MnistPlusNet, ShiftAdder, param_count
 EPS32 = float(np.finfo(np.float32).eps)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("adder_input", ["logits", "probs", "features"])
 def test_heads_have_the_right_shapes(adder_input):
     net = MnistPlusNet(width=4, adder_input=adder_input)
@@ -144,6 +145,7 @@ def test_adder_flag_takes_only_known_heads_and_shift_only_with_logits():
             jax.random.key(0), jnp.zeros((1, 28, 28, 1)), jnp.zeros((1, 10)))
 
 
+@pytest.mark.slow
 def test_shift_adder_trains_on_tiny_data_and_resume_refuses_another_adder(prepared_tiny,
                                                                          tmp_path):
     from mnist_plus.errors import UsageError

@@ -75,6 +75,7 @@ def two_process_run(prepared_tiny, cli, tmp_path_factory):
     return workdir
 
 
+@pytest.mark.slow
 def test_two_processes_train_as_one_process_with_four_devices(prepared_tiny, cli,
                                                               two_process_run, tmp_path):
     """Same mesh size, same global batches, so the same optimisation; only where the
@@ -104,6 +105,7 @@ def test_two_processes_train_as_one_process_with_four_devices(prepared_tiny, cli
     assert np.mean(np.abs(params_two[:n_params] - params_one[:n_params])) <= bound
 
 
+@pytest.mark.slow
 def test_killing_one_process_stops_the_other_and_a_restart_resumes_exactly(
         prepared_tiny, cli, two_process_run, tmp_path):
     workdir = tmp_path / "killed"
@@ -141,6 +143,7 @@ def test_bad_distributed_flags_are_one_line_usage_errors(prepared_tiny, cli, tmp
     assert message in _one_line(result.stderr)
 
 
+@pytest.mark.slow
 def test_an_unreachable_coordinator_is_reported_within_the_timeout(prepared_tiny, cli,
                                                                     tmp_path):
     port = _free_port()  # nothing listens there

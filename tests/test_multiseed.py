@@ -102,6 +102,7 @@ def _assert_rows_match(rows, expected, bounds):
     assert rounding.row_excess(rows, expected, bounds) <= 1, (rows, expected, bounds)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed_map", multiseed.SEED_MAPS)
 def test_each_seed_equals_its_single_run(prepared_tiny, single_runs, calibration, seed_map):
     tfds_dir, _ = prepared_tiny
@@ -177,6 +178,7 @@ def test_mean_std_uses_the_sample_deviation():
     assert multiseed.mean_std([{"a": 0.5}], ["a"])["a"] == (0.5, 0.0)
 
 
+@pytest.mark.slow
 def test_script_shards_seeds_over_two_devices_and_writes_tables(prepared_tiny, single_runs,
                                                                  calibration, tmp_path):
     tfds_dir, _ = prepared_tiny

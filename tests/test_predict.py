@@ -81,6 +81,7 @@ def _table(stdout):
     return rows
 
 
+@pytest.mark.slow
 def test_predict_cli_on_png_and_jpeg_files(tiny_model, tmp_path):
     workdir, mnist = tiny_model
     n = 16
@@ -143,6 +144,7 @@ def test_mnist_fit_crops_scales_and_centres_by_mass(tmp_path):
     assert out[0].max() == 0 and out[:, 0].max() == 0  # background black
 
 
+@pytest.mark.slow
 def test_bad_inputs_are_one_line_errors(tiny_model, tmp_path):
     workdir, _ = tiny_model
     text = tmp_path / "notes.png"

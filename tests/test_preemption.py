@@ -58,6 +58,7 @@ def _start_paused(cli, crash_flags, flags) -> subprocess.Popen:
     pytest.fail(f"the training never paused: {proc.stderr.read()[-3000:]}")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name, code", [("SIGTERM", 143), ("SIGINT", 130)])
 def test_a_signal_mid_epoch_checkpoints_that_step_and_resuming_is_exact(
         name, code, cli, prepared_tiny, reference_run, tmp_path):
@@ -76,6 +77,7 @@ def test_a_signal_mid_epoch_checkpoints_that_step_and_resuming_is_exact(
                         reference_run)
 
 
+@pytest.mark.slow
 def test_a_signal_during_evaluation_writes_that_epoch_once(cli, prepared_tiny, reference_run,
                                                             tmp_path):
     workdir = str(tmp_path / "run")
@@ -91,6 +93,7 @@ def test_a_signal_during_evaluation_writes_that_epoch_once(cli, prepared_tiny, r
                         reference_run)
 
 
+@pytest.mark.slow
 def test_a_signal_during_a_save_lets_it_complete_and_a_second_one_changes_nothing(
         cli, prepared_tiny, reference_run, tmp_path):
     workdir = str(tmp_path / "run")
@@ -107,6 +110,7 @@ def test_a_signal_during_a_save_lets_it_complete_and_a_second_one_changes_nothin
                         reference_run)
 
 
+@pytest.mark.slow
 def test_a_signal_after_the_last_step_leaves_the_summary_to_a_rerun(
         cli, prepared_tiny, reference_run, tmp_path):
     workdir = str(tmp_path / "run")
@@ -143,6 +147,7 @@ BUSY = re.compile(r"error: workdir (\S+) is in use by another training \(pid (\d
                   r"(\S+), started [\d: -]+\): wait for it to finish, or use another --workdir")
 
 
+@pytest.mark.slow
 def test_a_second_training_on_a_busy_workdir_fails_at_once(cli, prepared_tiny, tmp_path):
     workdir = str(tmp_path / "run")
     flags = tiny_flags(prepared_tiny, workdir)
@@ -177,6 +182,7 @@ def test_a_second_training_on_a_busy_workdir_fails_at_once(cli, prepared_tiny, t
     assert first.returncode == 143
 
 
+@pytest.mark.slow
 def test_a_killed_trainings_lock_does_not_block_the_next_one(cli, prepared_tiny, reference_run,
                                                               tmp_path):
     workdir = str(tmp_path / "run")
@@ -192,6 +198,7 @@ def test_a_killed_trainings_lock_does_not_block_the_next_one(cli, prepared_tiny,
     assert len(aside) == 1 and not os.path.exists(os.path.join(workdir, aside[0], ".lock"))
 
 
+@pytest.mark.slow
 def test_processes_of_a_multi_process_run_stop_at_the_same_step(cli, prepared_tiny, tmp_path):
     """Only process 1 gets SIGTERM (after 3 steps); both agree to stop at the next
     agreement point, the checkpoint after epoch 1 (step 8), save it together and exit

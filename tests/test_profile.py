@@ -12,6 +12,7 @@ from mnist_plus.train import train_and_evaluate
 from tests.conftest import read_bytes, tiny_config
 
 
+@pytest.mark.slow
 def test_profiling_writes_a_trace_and_changes_no_number(prepared_tiny, reference_run, tmp_path):
     # Steps 6..10 span the end of epoch 1 (8 steps per epoch): the loop is cut at 5, 8, 10.
     lines = []

@@ -61,6 +61,7 @@ def test_dataset_items_are_the_writeups_image_digit_onehot_and_sum(reference, tm
     assert float(x.min()) >= (0 - 0.1307) / 0.3081 - 1e-6
 
 
+@pytest.mark.slow
 def test_run_learns_tiny_digits_and_reports_every_field(reference, tmp_path):
     folder = write_tiny_mnist(str(tmp_path / "idx"), n_train=512, n_test=128)
     out = tmp_path / "torch.json"
@@ -101,6 +102,7 @@ def test_run_learns_tiny_digits_and_reports_every_field(reference, tmp_path):
     assert result["time_to_target_train_seconds"] == first["elapsed_train_seconds"]
 
 
+@pytest.mark.slow
 def test_cli_caps_steps_per_epoch_and_prints_a_line_per_epoch(tmp_path):
     folder = write_tiny_mnist(str(tmp_path / "idx"))
     out = tmp_path / "torch.json"
@@ -117,6 +119,7 @@ def test_cli_caps_steps_per_epoch_and_prints_a_line_per_epoch(tmp_path):
     assert result["time_to_target_seconds"] is None
 
 
+@pytest.mark.slow
 def test_no_mnist_folder_is_a_one_line_usage_error(tmp_path):
     proc = _script("--epochs", "1")  # conftest removes MNIST_PLUS_MNIST_DIR
     assert proc.returncode == 2

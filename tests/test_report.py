@@ -55,6 +55,7 @@ def read_scalars(folder):
     return scalars
 
 
+@pytest.mark.slow
 def test_training_writes_every_figure_as_a_readable_png(tiny_run):
     workdir, _, lines = tiny_run
     folder = os.path.join(workdir, "report")
@@ -145,6 +146,7 @@ def test_step_logging_does_not_change_the_numbers(prepared_tiny, tiny_run, tmp_p
     assert "train_steps/loss" not in read_scalars(os.path.join(plain, "tensorboard"))
 
 
+@pytest.mark.slow
 def test_report_is_not_rewritten_when_current_and_cli_redoes_it(prepared_tiny, tiny_run):
     workdir, _, _ = tiny_run
     md = os.path.join(workdir, "report", "report.md")

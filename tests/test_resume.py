@@ -50,6 +50,7 @@ def test_rerun_of_a_finished_run_changes_nothing(prepared_tiny, reference_run, t
     assert snapshot(os.path.join(workdir, "checkpoints")) == before
 
 
+@pytest.mark.slow
 def test_checkpointing_every_n_steps_changes_no_result(prepared_tiny, reference_run, tmp_path):
     workdir = str(tmp_path / "every2")
     train_and_evaluate(tiny_config(prepared_tiny, checkpoint_every_steps=2, keep_best=False),
@@ -62,6 +63,7 @@ def test_checkpointing_every_n_steps_changes_no_result(prepared_tiny, reference_
     assert (meta["epoch"], meta["step_in_epoch"]) == (2, 6)
 
 
+@pytest.mark.slow
 def test_killed_mid_epoch_resumes_the_same_stream(cli, prepared_tiny, reference_run, tmp_path):
     workdir = str(tmp_path / "run")
     flags = tiny_flags(prepared_tiny, workdir, "--checkpoint-every-steps", "2")
@@ -80,6 +82,7 @@ def test_killed_mid_epoch_resumes_the_same_stream(cli, prepared_tiny, reference_
     assert_same_as_reference(workdir, reference_run, prepared_tiny)
 
 
+@pytest.mark.slow
 def test_killed_while_saving_restores_the_newest_complete_checkpoint(
         cli, prepared_tiny, reference_run, tmp_path):
     workdir = str(tmp_path / "run")
@@ -106,6 +109,7 @@ def test_killed_while_saving_restores_the_newest_complete_checkpoint(
     assert final_state_leaves(workdir, config)[1]["global_step"] == 24
 
 
+@pytest.mark.slow
 def test_killed_after_an_epoch_resumes_to_identical_results(cli, prepared_tiny, reference_run,
                                                              tmp_path):
     workdir = str(tmp_path / "run")
@@ -119,6 +123,7 @@ def test_killed_after_an_epoch_resumes_to_identical_results(cli, prepared_tiny, 
     assert_same_as_reference(workdir, reference_run, prepared_tiny)
 
 
+@pytest.mark.slow
 def test_fresh_moves_the_old_run_aside(prepared_tiny, reference_run, tmp_path):
     workdir = str(tmp_path / "copy")
     shutil.copytree(reference_run, workdir)

@@ -2,6 +2,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+import pytest
 
 from mnist_plus import sampler
 from mnist_plus.model import MnistPlusNet
@@ -21,6 +22,7 @@ def _state(lr=1e-2):
     return create_state(MnistPlusNet(width=8), optax.adam(lr), jax.random.key(0))
 
 
+@pytest.mark.slow
 def test_train_steps_lower_both_losses():
     state, batch = _state(), _batch()
     step = jax.jit(train_step)
