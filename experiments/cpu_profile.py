@@ -103,7 +103,7 @@ def conv_layers(width: int, batch_size: int) -> list[dict]:
     return rows
 
 
-def batch_build_ms(batch_size: int, max_shift: int) -> float:
+def batch_build_ms(batch_size: int, augment: "sampler.Augment") -> float:
     import numpy as np
 
     from mnist_plus import sampler
@@ -111,7 +111,7 @@ def batch_build_ms(batch_size: int, max_shift: int) -> float:
     rng = np.random.default_rng(0)
     images = sampler.normalise(rng.integers(0, 256, (60000, 28, 28, 1)).astype(np.uint8))
     labels = rng.integers(0, 10, 60000)
-    batches = sampler.train_batches(images, labels, 0, 0, batch_size, max_shift=max_shift)
+    batches = sampler.train_batches(images, labels, 0, 0, batch_size, augment=augment)
     next(batches)
     start = time.perf_counter()
     for _ in range(100):
@@ -125,7 +125,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--step-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    from mnist_plus import sampler
     from mnist_plus.config import Config
+    from mnist_plus.config import augment as augment_of
 
     width = args.width or Config().width
     if args.step_only:
@@ -145,8 +147,8 @@ def main() -> None:
     for r in rows:
         print(" | ".join(f"{r[k]:.2f}" if isinstance(r[k], float) else str(r[k]) for k in keys))
     print("\n## host: building one batch (sampler)")
-    for shift in (0, Config().augment_shift or 2):
-        print(f"max_shift {shift}: {batch_build_ms(args.batch_size, shift):.3f} ms")
+    for augment in (sampler.NO_AUGMENT, sampler.Augment(shift=1), augment_of(Config())):
+        print(f"{augment}: {batch_build_ms(args.batch_size, augment):.3f} ms")
     print("\n## XLA CPU flags (train step ms, fresh process each)")
     for name, flags in FLAG_SETS.items():
         env = {**os.environ, "XLA_FLAGS": flags}

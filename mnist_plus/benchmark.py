@@ -215,7 +215,8 @@ def forward_flops_per_image(state: TrainState, batch_size: int) -> float | None:
 
 def bench_epoch(state: TrainState, config: config_lib.Config, mnist: data.Mnist,
                 loop_name: str, examples: int) -> dict[str, Any]:
-    """Wall time of training `examples` examples of an epoch with one loop, data included.
+    """Wall time of training `examples` examples of an epoch with one loop, data included
+    (the config's augmentation too).
 
     A warm-up run first compiles what the timed run executes: a few steps for the host
     loop (one program per step), the same range of steps for other loops (the scan loop
@@ -228,7 +229,7 @@ def bench_epoch(state: TrainState, config: config_lib.Config, mnist: data.Mnist,
     warm_metrics, metrics = zero_train_metrics(), zero_train_metrics()
     t0 = time.perf_counter()
     loop = loops.make_loop(loop_name, sampler.normalise(mnist.train_images), mnist.train_labels,
-                           config.seed, config.batch_size)
+                           config.seed, config.batch_size, config_lib.augment(config))
     setup_seconds = time.perf_counter() - t0
     jax.block_until_ready((state, warm_metrics, metrics))
     jax.clear_caches()

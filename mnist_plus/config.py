@@ -22,7 +22,7 @@ from typing import Any, Mapping
 from mnist_plus import atomic
 from mnist_plus.errors import UsageError
 from mnist_plus.model import ADDER_INPUTS, ADDERS
-from mnist_plus.sampler import HOLDOUTS, steps_per_epoch
+from mnist_plus.sampler import HOLDOUTS, Augment, steps_per_epoch
 
 LOOPS = ("auto", "host", "scan")
 
@@ -50,6 +50,12 @@ class Config:
                         choices=ADDERS)
     augment_shift: int = _field(1, "randomly translate training images by up to this many pixels "
                                 "(0: off)")
+    augment_rotate: float = _field(0.0, "randomly rotate training images by up to this many "
+                                   "degrees (bilinear; 0: off)")
+    augment_scale: float = _field(0.0, "randomly zoom training images by a factor in "
+                                  "[1 - s, 1 + s] (log-uniform; 0: off)")
+    augment_shear: float = _field(0.0, "randomly shear training images horizontally by up to "
+                                  "this factor (0: off)")
     holdout: str = _field("none", "(digit, number) pairs never shown in training, to test "
                           "whether the adder generalises: 'sum9' (all pairs adding to 9) or "
                           "'random20' (20 pairs drawn from the seed)", choices=HOLDOUTS)
@@ -78,6 +84,12 @@ class Config:
                           "ends", resume=True)
     profile_steps: str = _field("", "A:B writes a jax.profiler trace of global steps A to B "
                                 "(counted from 1) into workdir/profile/ ('': off)", resume=True)
+
+
+def augment(config: Config) -> Augment:
+    """The training-image transforms the config asks for."""
+    return Augment(config.augment_shift, float(config.augment_rotate),
+                   float(config.augment_scale), float(config.augment_shear))
 
 
 def profile_window(text: str) -> tuple[int, int] | None:
@@ -119,6 +131,11 @@ def validate(config: Config, train_size: int | None = None) -> Config:
         raise bad("seed", config.seed, "it must be an integer from 0 to 2**63 - 1")
     if not (isinstance(config.augment_shift, int) and 0 <= config.augment_shift <= 8):
         raise bad("augment_shift", config.augment_shift, "it must be an integer in 0..8")
+    for name, top in (("augment_rotate", 90.0), ("augment_scale", 0.5), ("augment_shear", 1.0)):
+        value = getattr(config, name)
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and 0 <= value <= top):
+            raise bad(name, value, f"it must be a number from 0 (off) to {top:g}")
     if not (isinstance(config.num_devices, int) and config.num_devices >= 0):
         raise bad("num_devices", config.num_devices, "it must be 0 (all devices) or a positive "
                   "number of devices")
@@ -157,10 +174,17 @@ def to_dict(config: Config) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
+# Fields added after runs were first stored, with the value that reproduces the runs
+# stored before them: a stored config without the field gets this, not today's default.
+ADDED_LATER: dict[str, Any] = {"augment_rotate": 0.0, "augment_scale": 0.0,
+                               "augment_shear": 0.0}
+
+
 def from_dict(values: dict[str, Any]) -> Config:
-    """A Config from stored values; unknown keys (from a newer version) are ignored."""
+    """A Config from stored values; unknown keys (from a newer version) are ignored, and
+    missing ones that came later (`ADDED_LATER`) take the value the run was made with."""
     known = {f.name for f in dataclasses.fields(Config)}
-    return Config(**{k: v for k, v in values.items() if k in known})
+    return Config(**{**ADDED_LATER, **{k: v for k, v in values.items() if k in known}})
 
 
 def run_defining_differences(stored: Config, current: Config) -> list[str]:

@@ -127,14 +127,14 @@ class HostLoop:
 
 
 def host_loop(images: np.ndarray, labels: np.ndarray, seed: int, batch_size: int,
-              max_shift: int = 0, held_out: np.ndarray | None = None,
+              augment: sampler.Augment = sampler.NO_AUGMENT, held_out: np.ndarray | None = None,
               mesh: Mesh | None = None) -> HostLoop:
     """The single-run host loop: `sampler.train_batches`, this process's rows only."""
     rows = slice(None) if mesh is None else mesh_lib.process_rows(mesh, batch_size)
 
     def batches(epoch: int, start: int) -> Iterator[sampler.Batch]:
         return sampler.train_batches(images, labels, seed, epoch, batch_size, start_step=start,
-                                     max_shift=max_shift, held_out=held_out, rows=rows)
+                                     augment=augment, held_out=held_out, rows=rows)
 
     place = (jax.device_put if mesh is None
              else lambda b: mesh_lib.put_split(b, mesh, batch_size))
@@ -142,24 +142,34 @@ def host_loop(images: np.ndarray, labels: np.ndarray, seed: int, batch_size: int
                     sync_each_step=mesh_lib.one_step_in_flight(mesh))
 
 
-def _scan_steps(state: TrainState, metrics: Metrics, images: jax.Array, labels: jax.Array,
-                permutation: jax.Array, numbers: jax.Array, shifts: jax.Array, start: jax.Array,
-                num_steps: int, batch_size: int, max_shift: int,
-                batch_sharding: Any = None) -> tuple[TrainState, Metrics]:
-    eye = jnp.eye(sampler.NUM_NUMBERS, dtype=jnp.float32)
+def device_batch(images: jax.Array, labels: jax.Array, permutation: jax.Array,
+                 numbers: jax.Array, shifts: jax.Array, maps: jax.Array | None, step: jax.Array,
+                 batch_size: int, augment: sampler.Augment) -> sampler.Batch:
+    """Step `step`'s batch of an epoch plan, built on the device: `sampler.train_batches`'
+    batch, bit for bit without affine augmentation and to float rounding with it."""
+    offset = step * batch_size
+    idx = jax.lax.dynamic_slice_in_dim(permutation, offset, batch_size)
+    num = jax.lax.dynamic_slice_in_dim(numbers, offset, batch_size)
+    digit = labels[idx]
+    image = images[idx]
+    if augment != sampler.NO_AUGMENT:
+        shift = jax.lax.dynamic_slice_in_dim(shifts, offset, batch_size)
+        map_ = None if maps is None else jax.lax.dynamic_slice_in_dim(maps, offset, batch_size)
+        image = sampler.augment_images(image, augment, shift, map_, xp=jnp)
+    return sampler.Batch(image=image, digit=digit,
+                         number=jnp.eye(sampler.NUM_NUMBERS, dtype=jnp.float32)[num],
+                         sum=digit + num, mask=jnp.ones(batch_size, jnp.float32))
 
+
+def _scan_steps(state: TrainState, metrics: Metrics, images: jax.Array, labels: jax.Array,
+                permutation: jax.Array, numbers: jax.Array, shifts: jax.Array,
+                maps: jax.Array | None, start: jax.Array, num_steps: int, batch_size: int,
+                augment: sampler.Augment,
+                batch_sharding: Any = None) -> tuple[TrainState, Metrics]:
     def body(carry, step):
         state, metrics = carry
-        offset = step * batch_size
-        idx = jax.lax.dynamic_slice_in_dim(permutation, offset, batch_size)
-        num = jax.lax.dynamic_slice_in_dim(numbers, offset, batch_size)
-        digit = labels[idx]
-        image = images[idx]
-        if max_shift:
-            shift = jax.lax.dynamic_slice_in_dim(shifts, offset, batch_size)
-            image = sampler.translate(image, shift, xp=jnp)
-        batch = sampler.Batch(image=image, digit=digit, number=eye[num],
-                              sum=digit + num, mask=jnp.ones(batch_size, jnp.float32))
+        batch = device_batch(images, labels, permutation, numbers, shifts, maps, step,
+                             batch_size, augment)
         if batch_sharding is not None:
             batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
         return train_step(state, batch, metrics), None
@@ -173,18 +183,18 @@ class ScanLoop:
     chunk = 100  # steps per dispatch: progress updates between chunks, two shapes compiled
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, seed: int, batch_size: int,
-                 max_shift: int = 0, held_out: np.ndarray | None = None,
-                 mesh: Mesh | None = None):
+                 augment: sampler.Augment = sampler.NO_AUGMENT,
+                 held_out: np.ndarray | None = None, mesh: Mesh | None = None):
         self.num_examples = len(labels)
         self.host_labels, self.held_out = labels, held_out
         self._put = (jax.device_put if mesh is None
                      else lambda x: mesh_lib.put_replicated(x, mesh))
         self.images = self._put(images)
         self.labels = self._put(labels.astype(np.int32))
-        self.seed, self.batch_size, self.max_shift = seed, batch_size, max_shift
+        self.seed, self.batch_size, self.augment = seed, batch_size, augment
         self._batch_sharding = None if mesh is None else mesh_lib.split(mesh)
         self._steps = jax.jit(_scan_steps,
-                              static_argnames=("num_steps", "batch_size", "max_shift",
+                              static_argnames=("num_steps", "batch_size", "augment",
                                                "batch_sharding"),
                               donate_argnums=(0, 1))
         self._plan_epoch = None
@@ -194,21 +204,23 @@ class ScanLoop:
         if self._plan_epoch != epoch:
             permutation, numbers = sampler.epoch_plan(self.seed, epoch, self.num_examples,
                                                       self.host_labels, self.held_out)
-            shifts = sampler.epoch_shifts(self.seed, epoch, self.num_examples, self.max_shift)
-            self._plan = tuple(self._put(x) for x in (permutation, numbers, shifts))
+            shifts = sampler.epoch_shifts(self.seed, epoch, self.num_examples, self.augment.shift)
+            maps = sampler.epoch_warps(self.seed, epoch, self.num_examples, self.augment)
+            self._plan = tuple(None if x is None else self._put(x)
+                               for x in (permutation, numbers, shifts, maps))
             self._plan_epoch = epoch
         return self._plan
 
     def run(self, state: TrainState, metrics: Metrics, epoch: int, start: int, stop: int,
             progress: Progress = lambda n: None) -> tuple[TrainState, Metrics]:
-        permutation, numbers, shifts = self._epoch_plan(epoch)
+        permutation, numbers, shifts, maps = self._epoch_plan(epoch)
         step = start
         while step < stop:
             n = min(self.chunk, stop - step)
             state, metrics = self._steps(state, metrics, self.images, self.labels, permutation,
-                                         numbers, shifts, self._put(np.int32(step)),
+                                         numbers, shifts, maps, self._put(np.int32(step)),
                                          num_steps=n, batch_size=self.batch_size,
-                                         max_shift=self.max_shift,
+                                         augment=self.augment,
                                          batch_sharding=self._batch_sharding)
             step += n
             if progress(n):
@@ -217,9 +229,9 @@ class ScanLoop:
 
 
 def make_loop(name: str, images: np.ndarray, labels: np.ndarray, seed: int, batch_size: int,
-              max_shift: int = 0, held_out: np.ndarray | None = None,
-              mesh: Mesh | None = None):
+              augment: sampler.Augment = sampler.NO_AUGMENT,
+              held_out: np.ndarray | None = None, mesh: Mesh | None = None):
     """The loop called `name` ('host', 'scan' or 'auto') over normalised train images."""
     if choose_loop(name) == "host":
-        return host_loop(images, labels, seed, batch_size, max_shift, held_out, mesh)
-    return ScanLoop(images, labels, seed, batch_size, max_shift, held_out, mesh)
+        return host_loop(images, labels, seed, batch_size, augment, held_out, mesh)
+    return ScanLoop(images, labels, seed, batch_size, augment, held_out, mesh)

@@ -81,28 +81,35 @@ def _placer(mesh: Mesh | None) -> Callable[[Any], Any]:
 
 # --------------------------------------------------------------------------- training
 
-def epoch_plans(seeds: Sequence[int], epoch: int, labels: np.ndarray, max_shift: int = 0,
-                holdout: str = "none") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """[K, N] example orders, numbers and [K, N, 2] shifts: each seed's own stream, as
-    the single-seed loops draw it (`sampler.epoch_plan`, `sampler.epoch_shifts`)."""
+def epoch_plans(seeds: Sequence[int], epoch: int, labels: np.ndarray,
+                augment: sampler.Augment = sampler.NO_AUGMENT, holdout: str = "none"
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
+    """[K, N] example orders, numbers, [K, N, 2] shifts and [K, N, 2, 2] warp maps (None
+    without affine augmentation): each seed's own stream, as the single-seed loops draw
+    it (`sampler.epoch_plan`, `sampler.epoch_shifts`, `sampler.epoch_warps`)."""
     n = len(labels)
     plans = [sampler.epoch_plan(s, epoch, n, labels, sampler.held_out_pairs(holdout, s))
              for s in seeds]
-    shifts = [sampler.epoch_shifts(s, epoch, n, max_shift) for s in seeds]
-    return np.stack([p for p, _ in plans]), np.stack([k for _, k in plans]), np.stack(shifts)
+    shifts = [sampler.epoch_shifts(s, epoch, n, augment.shift) for s in seeds]
+    maps = None if not augment.affine else np.stack(
+        [sampler.epoch_warps(s, epoch, n, augment) for s in seeds])
+    return (np.stack([p for p, _ in plans]), np.stack([k for _, k in plans]), np.stack(shifts),
+            maps)
 
 
 def stacked_batch(images: np.ndarray, labels: np.ndarray, plans: tuple[np.ndarray, ...],
-                  step: int, batch_size: int, max_shift: int = 0) -> sampler.Batch:
+                  step: int, batch_size: int, augment: sampler.Augment = sampler.NO_AUGMENT
+                  ) -> sampler.Batch:
     """Step `step` of every seed's epoch as one [K, B, ...] batch (as `train_batches`)."""
-    permutations, numbers, shifts = plans
+    permutations, numbers, shifts, maps = plans
     sl = slice(step * batch_size, (step + 1) * batch_size)
     idx = permutations[:, sl]
     batch_images = images[idx]
-    if max_shift:
+    if augment != sampler.NO_AUGMENT:
         flat = batch_images.reshape((-1,) + batch_images.shape[2:])
-        batch_images = sampler.translate(flat, shifts[:, sl].reshape(-1, 2)).reshape(
-            batch_images.shape)
+        batch_images = sampler.augment_images(
+            flat, augment, shifts[:, sl].reshape(-1, 2),
+            None if maps is None else maps[:, sl].reshape(-1, 2, 2)).reshape(batch_images.shape)
     return sampler.make_batch(batch_images, labels[idx], numbers[:, sl],
                               mask=np.ones(idx.shape, np.float32))
 
@@ -157,13 +164,14 @@ def seeds_train_step(mesh: Mesh | None = None, how: str = "vmap") -> Callable:
 
 def seeds_loop(step: Callable, images: np.ndarray, labels: np.ndarray, seeds: Sequence[int],
                batch_size: int, place: Callable[[Any], Any] = jax.device_put,
-               max_shift: int = 0, holdout: str = "none") -> loops.HostLoop:
+               augment: sampler.Augment = sampler.NO_AUGMENT, holdout: str = "none"
+               ) -> loops.HostLoop:
     """The single run's `loops.HostLoop`, fed every seed's batch of a step at once."""
 
     def batches(epoch: int, start: int) -> Iterator[sampler.Batch]:
-        plans = epoch_plans(seeds, epoch, labels, max_shift, holdout)
+        plans = epoch_plans(seeds, epoch, labels, augment, holdout)
         for i in range(start, sampler.steps_per_epoch(len(labels), batch_size)):
-            yield stacked_batch(images, labels, plans, i, batch_size, max_shift)
+            yield stacked_batch(images, labels, plans, i, batch_size, augment)
 
     return loops.HostLoop(batches, step, place)
 
@@ -246,14 +254,14 @@ def train_seeds(config: config_lib.Config, seeds: Sequence[int], mnist: data.Mni
     init_seconds = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    plans = epoch_plans(seeds, 0, labels, config.augment_shift, config.holdout)
+    plans = epoch_plans(seeds, 0, labels, config_lib.augment(config), config.holdout)
     example = place(stacked_batch(images, labels, plans, 0, config.batch_size,
-                                  config.augment_shift))
+                                  config_lib.augment(config)))
     step = seeds_train_step(mesh, seed_map).lower(state, example, zeros()).compile()
     eval_fn = seeds_eval_step(mesh, seed_map).lower(state, test_batches[0]).compile()
     compile_seconds = time.perf_counter() - t0
     loop = seeds_loop(step, images, labels, seeds, config.batch_size, place,
-                      config.augment_shift, config.holdout)
+                      config_lib.augment(config), config.holdout)
 
     rows, nonfinite, epoch_seconds, eval_seconds = [], {}, [], []
     for epoch in range(config.epochs):

@@ -19,7 +19,30 @@ _TRAIN_STREAM = 0
 _TEST_STREAM = 1
 _SHIFT_STREAM = 2
 _HOLDOUT_STREAM = 3
+_WARP_STREAM = 4
 HOLDOUTS = ("none", "sum9", "random20")
+
+
+class Augment(NamedTuple):
+    """Random transforms of training images (all zero: none). Hashable, so a jitted
+    loop can take it as a static argument.
+
+    `shift`: integer translation by up to this many pixels (exact copies of pixels).
+    `rotate` (degrees), `scale` (relative zoom) and `shear`: a small random affine map
+    per image, resampled bilinearly, the integer shift included in it.
+    """
+
+    shift: int = 0
+    rotate: float = 0.0
+    scale: float = 0.0
+    shear: float = 0.0
+
+    @property
+    def affine(self) -> bool:
+        return bool(self.rotate or self.scale or self.shear)
+
+
+NO_AUGMENT = Augment()
 
 
 class Batch(NamedTuple):
@@ -100,6 +123,68 @@ def epoch_shifts(seed: int, epoch: int, num_examples: int, max_shift: int) -> np
     return rng.integers(-max_shift, max_shift + 1, size=(num_examples, 2)).astype(np.int32)
 
 
+def epoch_warps(seed: int, epoch: int, num_examples: int, augment: Augment) -> np.ndarray | None:
+    """Per-position 2x2 maps [N, 2, 2] float32 from an output pixel's offset from the
+    centre to its source's (the inverse of the image's transform), or None without
+    affine augmentation. A stream of its own: order, numbers and shifts are unchanged.
+
+    Rotation uniform in +-rotate degrees, zoom log-uniform in [1 - scale, 1 + scale],
+    horizontal shear uniform in +-shear.
+    """
+    if not augment.affine:
+        return None
+    rng = np.random.default_rng(np.random.SeedSequence([seed, _WARP_STREAM, epoch]))
+    angle = np.deg2rad(rng.uniform(-augment.rotate, augment.rotate, num_examples))
+    zoom = np.exp(rng.uniform(np.log1p(-augment.scale), np.log1p(augment.scale), num_examples))
+    shear = rng.uniform(-augment.shear, augment.shear, num_examples)
+    cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
+    # (rotation @ [[1, shear], [0, 1]]) / zoom, acting on (row, column) offsets.
+    maps = np.stack([np.stack([cos, cos * shear - sin], -1),
+                     np.stack([sin, sin * shear + cos], -1)], -2)
+    return maps.astype(np.float32)
+
+
+def warp(images, maps, shifts, xp=np):
+    """Resample each image at `maps[i] @ (pixel - centre - shifts[i]) + centre`,
+    bilinearly, with the normalised background outside the image.
+
+    With identity maps it reproduces `translate` bit for bit (weights 0 and 1). Written
+    for NumPy and jax.numpy alike (`xp`): the host-fed and the device-resident loops
+    build the same batches up to float rounding (interpolation is continuous in the
+    coordinates, so a rounding difference moves a pixel value by rounding only).
+    """
+    b, side = images.shape[0], images.shape[1]
+    fill = normalise(np.zeros((1, 1, 1, 1), np.uint8)).reshape(())
+    # One row/column of background before, two after: every clipped corner is inside.
+    padded = xp.pad(images[..., 0], ((0, 0), (1, 2), (1, 2)), constant_values=fill)
+    width = side + 3
+    centre = np.float32((side - 1) / 2)
+    grid = np.arange(side, dtype=np.float32) - centre
+    rows = xp.asarray(np.repeat(grid, side))[None] - shifts[:, 0:1].astype(np.float32)
+    cols = xp.asarray(np.tile(grid, side))[None] - shifts[:, 1:2].astype(np.float32)
+    src_r = xp.clip(maps[:, 0, 0:1] * rows + maps[:, 0, 1:2] * cols + centre, -1, side)
+    src_c = xp.clip(maps[:, 1, 0:1] * rows + maps[:, 1, 1:2] * cols + centre, -1, side)
+    r0, c0 = xp.floor(src_r), xp.floor(src_c)
+    wr, wc = src_r - r0, src_c - c0
+    index = (xp.arange(b, dtype=np.int32)[:, None] * (width * width)
+             + (r0.astype(np.int32) + 1) * width + c0.astype(np.int32) + 1)
+    flat = padded.reshape(-1)
+    v00, v01 = flat[index], flat[index + 1]
+    v10, v11 = flat[index + width], flat[index + width + 1]
+    top = v00 + wc * (v01 - v00)
+    bottom = v10 + wc * (v11 - v10)
+    return (top + wr * (bottom - top)).reshape(b, side, side, 1)
+
+
+def augment_images(images, augment: Augment, shifts, maps, xp=np):
+    """The training images after `augment`, given the positions' shifts and maps."""
+    if augment.affine:
+        return warp(images, maps, shifts, xp)
+    if augment.shift:
+        return translate(images, shifts, xp)
+    return images
+
+
 def translate(images, shifts, xp=np):
     """Shift each image by its (dy, dx), filling with the normalised background.
 
@@ -136,24 +221,23 @@ def make_batch(images: np.ndarray, labels: np.ndarray, numbers: np.ndarray,
 
 
 def train_batches(images: np.ndarray, labels: np.ndarray, seed: int, epoch: int,
-                  batch_size: int, start_step: int = 0, max_shift: int = 0,
+                  batch_size: int, start_step: int = 0, augment: Augment = NO_AUGMENT,
                   held_out: np.ndarray | None = None,
                   rows: slice = slice(None)) -> Iterator[Batch]:
     """The batches of one epoch from `start_step` on (resuming mid-epoch is exact).
 
-    With `max_shift` > 0 each image is randomly translated by up to that many pixels;
-    `held_out` pairs (see `held_out_pairs`) never appear. `rows` selects the rows of
+    Each image is randomly transformed as `augment` says; `held_out` pairs (see `held_out_pairs`) never appear. `rows` selects the rows of
     each global batch to build (a process of a multi-host run builds only its own);
     every process computes the same plan, so the rows fit together.
     """
     permutation, numbers = epoch_plan(seed, epoch, len(labels), labels, held_out)
-    shifts = epoch_shifts(seed, epoch, len(labels), max_shift)
+    shifts = epoch_shifts(seed, epoch, len(labels), augment.shift)
+    maps = epoch_warps(seed, epoch, len(labels), augment)
     for step in range(start_step, steps_per_epoch(len(labels), batch_size)):
         sl = np.arange(step * batch_size, (step + 1) * batch_size)[rows]
         idx = permutation[sl]
-        batch_images = images[idx]
-        if max_shift:
-            batch_images = translate(batch_images, shifts[sl])
+        batch_images = augment_images(images[idx], augment, shifts[sl],
+                                      None if maps is None else maps[sl])
         yield make_batch(batch_images, labels[idx], numbers[sl])
 
 

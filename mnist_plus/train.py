@@ -158,7 +158,7 @@ def _train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool,
 
         loop = loops.make_loop(
             config.loop, sampler.normalise(mnist.train_images), mnist.train_labels, config.seed,
-            config.batch_size, config.augment_shift,
+            config.batch_size, config_lib.augment(config),
             sampler.held_out_pairs(config.holdout, config.seed), mesh)
         loop = profiling.wrap(loop, config_lib.profile_window(config.profile_steps),
                               steps_per_epoch, workdir, trace=primary, log=log)

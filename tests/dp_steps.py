@@ -40,14 +40,14 @@ def run(config: config_lib.Config, mnist: data.Mnist, num_devices: int, steps: i
         state = state.replace(params=mesh_lib.put_replicated(params, mesh))
     loop = loops.make_loop("host", sampler.normalise(mnist.train_images), mnist.train_labels,
                            config.seed if data_seed is None else data_seed, config.batch_size,
-                           config.augment_shift, mesh=mesh)
+                           config_lib.augment(config), mesh=mesh)
     if rows is not None:  # the same batches, their rows in another order
         images = sampler.normalise(mnist.train_images)
 
         def batches(epoch: int, start: int):
             for b in sampler.train_batches(images, mnist.train_labels, config.seed, epoch,
                                            config.batch_size, start_step=start,
-                                           max_shift=config.augment_shift):
+                                           augment=config_lib.augment(config)):
                 yield sampler.Batch(*(rows(np.asarray(x)) for x in b))
 
         loop = loops.HostLoop(batches, loops.jit_step(train_step, mesh),

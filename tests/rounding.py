@@ -142,7 +142,7 @@ def row_excess(rows: Sequence[dict], reference: Sequence[dict], bounds: dict[str
 # ---------------------------------------------------- the single-seed run, plainly
 
 def train_epochs(state, images: np.ndarray, labels: np.ndarray, seed: int, epochs: int,
-                 batch_size: int, max_shift: int = 0,
+                 batch_size: int, augment: sampler.Augment = sampler.NO_AUGMENT,
                  reorder: Callable[[sampler.Batch], sampler.Batch] = lambda b: b,
                  evaluate: Callable | None = None, extra_steps: int = 0,
                  keep: Sequence[int] = ()):
@@ -159,7 +159,7 @@ def train_epochs(state, images: np.ndarray, labels: np.ndarray, seed: int, epoch
     while done < total:
         sums = zero_train_metrics()
         for batch in sampler.train_batches(images, labels, seed, epoch, batch_size,
-                                           max_shift=max_shift):
+                                           augment=augment):
             if done == total:
                 break
             state, sums = _STEP(state, reorder(batch), sums)

@@ -161,6 +161,10 @@ def test_offline_without_any_data(cli, finished_workdir, tmp_path):
     (["--checkpoint-every-steps", "-1"], "--checkpoint-every-steps -1 is invalid"),
     (["--warmup-fraction", "1"], "--warmup-fraction 1.0 is invalid: it must be in [0, 1)"),
     (["--loop", "warp"], "argument --loop: invalid choice: 'warp'"),
+    (["--augment-rotate", "120"], "--augment-rotate 120.0 is invalid: it must be a number "
+                                  "from 0 (off) to 90"),
+    (["--augment-scale", "-0.1"], "--augment-scale -0.1 is invalid: it must be a number from "
+                                  "0 (off) to 0.5"),
     (["--frobnicate"], "unrecognized arguments: --frobnicate"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_invalid_flags_leave_the_workdir_untouched(flags, message, cli, prepared_tiny,

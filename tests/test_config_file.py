@@ -137,3 +137,15 @@ def test_run_writes_the_effective_config_and_it_reads_back(prepared_tiny, tmp_pa
 
     assert hparams["hparams/test_sum_accuracy"][-1] == (
         final["step"], float(np.float32(final["test_sum_accuracy"])))
+
+
+def test_a_stored_config_without_a_later_field_gets_the_value_it_ran_with():
+    import dataclasses
+    stored = dataclasses.asdict(config_lib.Config(augment_rotate=7.0))
+    assert config_lib.from_dict(stored).augment_rotate == 7.0  # present: kept
+    for name in config_lib.ADDED_LATER:
+        del stored[name]
+    old = config_lib.from_dict(stored)  # stored before the fields existed
+    for name, value in config_lib.ADDED_LATER.items():
+        assert getattr(old, name) == value
+    assert config_lib.augment(old) == (1, 0.0, 0.0, 0.0)  # shifts only, as those runs did

@@ -1,3 +1,4 @@
+import jax
 import numpy as np
 import pytest
 
@@ -35,7 +36,7 @@ def test_host_and_scan_loops_compute_the_same_training(prepared_tiny):
     results = {}
     for name in ("host", "scan"):
         loop = loops.make_loop(name, images, mnist.train_labels, config.seed, config.batch_size,
-                               config.augment_shift)
+                               config_lib.augment(config))
         state, sums = initial_state(config, steps), zero_train_metrics()
         for epoch in range(2):
             # Uneven pieces, as checkpoints every N steps would cut them.
@@ -53,7 +54,7 @@ def test_host_and_scan_loops_compute_the_same_training(prepared_tiny):
     def run(state, **kw):
         state, rows, _ = rounding.train_epochs(
             state, images, mnist.train_labels, kw.pop("seed", config.seed), 2,
-            config.batch_size, config.augment_shift, **kw)
+            config.batch_size, config_lib.augment(config), **kw)
         loss = sum(r["train_loss"] for r in rows) / 2  # equal epochs: the 2-epoch mean
         digit_correct = round(sum(r["train_digit_accuracy"] for r in rows) * examples / 2)
         return rounding.float_leaves(state), loss, digit_correct
@@ -78,6 +79,30 @@ def test_host_and_scan_loops_compute_the_same_training(prepared_tiny):
     wrong, wrong_loss, _ = run(initial, seed=config.seed + 100)
     assert rounding.excess(wrong, reference, bound) >= 10
     assert abs(wrong_loss - loss) >= 10 * loss_bound
+
+
+@pytest.mark.parametrize("augment", [
+    sampler.Augment(shift=2), sampler.Augment(shift=1, rotate=10.0, scale=0.1, shear=0.1)])
+def test_the_scan_loop_builds_the_host_loops_batches(augment):
+    # Bit for bit with integer shifts; with affine maps to float rounding (NumPy's and
+    # XLA's operation orders may differ; see test_sampler's bound for warp).
+    rng = np.random.default_rng(0)
+    images = sampler.normalise(rng.integers(0, 256, (96, 28, 28, 1)).astype(np.uint8))
+    labels = rng.integers(0, 10, 96).astype(np.int32)
+    permutation, numbers = sampler.epoch_plan(5, 3, 96, labels)
+    shifts = sampler.epoch_shifts(5, 3, 96, augment.shift)
+    maps = sampler.epoch_warps(5, 3, 96, augment)
+    build = jax.jit(loops.device_batch, static_argnames=("batch_size", "augment"))
+    host = list(sampler.train_batches(images, labels, 5, 3, 32, augment=augment))
+    for step, want in enumerate(host):
+        got = build(images, labels, permutation, numbers, shifts, maps, np.int32(step),
+                    batch_size=32, augment=augment)
+        for name in ("digit", "number", "sum", "mask"):
+            np.testing.assert_array_equal(getattr(got, name), getattr(want, name))
+        if augment.affine:
+            np.testing.assert_allclose(got.image, want.image, rtol=0, atol=1e-4)
+        else:
+            np.testing.assert_array_equal(got.image, want.image)
 
 
 def test_split_at_multiples_cuts_where_checkpoints_and_logs_fall():

@@ -74,7 +74,7 @@ def calibration(prepared_tiny):
         def run(state=start, data_seed=seed, **kw):
             state, rows, kept = rounding.train_epochs(
                 state, images, mnist.train_labels, data_seed, config.epochs,
-                config.batch_size, config.augment_shift, evaluate=evaluate, **kw)
+                config.batch_size, config_lib.augment(config), evaluate=evaluate, **kw)
             return rounding.float_leaves(state), rows, kept
 
         steps = config.epochs * STEPS_PER_EPOCH
@@ -160,13 +160,14 @@ def test_stacked_batches_are_each_seeds_host_loop_batches():
     images = np.arange(40 * 28 * 28, dtype=np.float32).reshape(40, 28, 28, 1)
     labels = np.arange(40, dtype=np.int32) % 10
     seeds = [3, 5, 8]
-    plans = multiseed.epoch_plans(seeds, 2, labels, max_shift=2, holdout="random20")
+    augment = sampler.Augment(shift=2, rotate=10.0, scale=0.1, shear=0.1)
+    plans = multiseed.epoch_plans(seeds, 2, labels, augment=augment, holdout="random20")
     for step in range(4):
-        stacked = multiseed.stacked_batch(images, labels, plans, step, 8, max_shift=2)
+        stacked = multiseed.stacked_batch(images, labels, plans, step, 8, augment=augment)
         assert stacked.image.shape == (3, 8, 28, 28, 1) and stacked.mask.shape == (3, 8)
         for i, seed in enumerate(seeds):
             single = list(sampler.train_batches(
-                images, labels, seed, 2, 8, max_shift=2,
+                images, labels, seed, 2, 8, augment=augment,
                 held_out=sampler.held_out_pairs("random20", seed)))[step]
             for got, want in zip(stacked, single):
                 np.testing.assert_array_equal(got[i], want)

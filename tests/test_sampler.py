@@ -1,4 +1,7 @@
+import jax
+import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from mnist_plus import sampler
 
@@ -101,8 +104,6 @@ def test_translate_moves_pixels_and_fills_with_background():
 
 
 def test_translate_is_bit_identical_in_numpy_and_jax():
-    import jax.numpy as jnp
-
     images, _ = _data(16)
     shifts = sampler.epoch_shifts(0, 0, 16, 3)
     assert np.abs(shifts).max() <= 3 and np.abs(shifts).max() > 0
@@ -111,14 +112,73 @@ def test_translate_is_bit_identical_in_numpy_and_jax():
         np.asarray(sampler.translate(jnp.asarray(images), jnp.asarray(shifts), xp=jnp)))
 
 
-def test_augmentation_keeps_order_and_numbers():
+AFFINE = sampler.Augment(shift=1, rotate=10.0, scale=0.1, shear=0.1)
+
+
+@pytest.mark.parametrize("augment", [sampler.Augment(shift=2), AFFINE])
+def test_augmentation_keeps_order_and_numbers(augment):
     images, labels = _data()
     plain = list(sampler.train_batches(images, labels, 0, 1, 32))
-    shifted = list(sampler.train_batches(images, labels, 0, 1, 32, max_shift=2))
+    shifted = list(sampler.train_batches(images, labels, 0, 1, 32, augment=augment))
     for a, b in zip(plain, shifted):
         np.testing.assert_array_equal(a.digit, b.digit)
         np.testing.assert_array_equal(a.number, b.number)
         assert not np.array_equal(a.image, b.image)
+
+
+def test_warp_with_identity_maps_is_translate_bit_for_bit():
+    images, _ = _data(16)
+    shifts = sampler.epoch_shifts(0, 0, 16, 3)
+    identity = np.broadcast_to(np.eye(2, dtype=np.float32), (16, 2, 2))
+    np.testing.assert_array_equal(sampler.warp(images, identity, shifts),
+                                  sampler.translate(images, shifts))
+
+
+def test_warp_by_a_quarter_turn_rotates_the_pixels():
+    # An exact integer map: every source coordinate is a pixel centre, so the
+    # bilinear weights are 0 and 1 and the result is a permutation of pixels.
+    images, _ = _data(4)
+    quarter = np.broadcast_to(np.array([[0, -1], [1, 0]], np.float32), (4, 2, 2))
+    turned = sampler.warp(images, quarter, np.zeros((4, 2), np.int32))
+    np.testing.assert_array_equal(turned, np.rot90(images, k=-1, axes=(1, 2)))
+
+
+def test_warp_fills_outside_the_image_with_the_background():
+    images, _ = _data(2)
+    far = np.broadcast_to(np.eye(2, dtype=np.float32), (2, 2, 2))
+    moved = sampler.warp(images, far, np.full((2, 2), 40, np.int32))  # off the canvas
+    np.testing.assert_array_equal(moved, np.full_like(images, sampler.normalise(
+        np.zeros((1, 1, 1, 1), np.uint8)).item()))
+
+
+def test_warp_maps_stay_within_the_configured_ranges():
+    maps = sampler.epoch_warps(0, 0, 5000, AFFINE)
+    assert maps.shape == (5000, 2, 2) and maps.dtype == np.float32
+    # det = 1 / zoom**2 (rotation and shear have det 1), zoom in [0.9, 1.1].
+    det = np.linalg.det(maps.astype(np.float64))
+    assert det.min() >= 1 / 1.1**2 - 1e-5 and det.max() <= 1 / 0.9**2 + 1e-5
+    assert det.max() - det.min() > 0.3  # and it does vary
+    # The first column is the rotation's (cos, sin) / zoom: its angle is the rotation.
+    angle = np.degrees(np.arctan2(maps[:, 1, 0], maps[:, 0, 0]))
+    assert np.abs(angle).max() <= 10 + 1e-3 and np.abs(angle).max() > 9
+    assert sampler.epoch_warps(0, 0, 10, sampler.Augment(shift=2)) is None
+    np.testing.assert_array_equal(maps, sampler.epoch_warps(0, 0, 5000, AFFINE))
+
+
+def test_warp_in_numpy_and_jax_agree_to_float_rounding():
+    # Bilinear interpolation is continuous in the coordinates, so NumPy's and XLA's
+    # float orders (which may differ, e.g. by fused multiply-adds) move a pixel by at
+    # most (largest step between neighbouring pixels) x (coordinate rounding): here
+    # steps are below 7 (normal draws), coordinates below 32 (float32 ulp 3.8e-6), so
+    # two ulps of coordinate move a pixel by < 5.3e-5, plus a few ulps of the lerps.
+    images, _ = _data(64)
+    maps = sampler.epoch_warps(1, 2, 64, AFFINE)
+    shifts = sampler.epoch_shifts(1, 2, 64, 1)
+    on_host = sampler.warp(images, maps, shifts)
+    on_device = np.asarray(jax.jit(lambda i, m, s: sampler.warp(i, m, s, xp=jnp))(
+        images, maps, shifts))
+    np.testing.assert_allclose(on_device, on_host, rtol=0, atol=1e-4)
+    assert not np.allclose(on_host, images, atol=1e-2)
 
 
 def test_held_out_pairs_never_appear_in_training():

@@ -21,6 +21,9 @@ def get_config():
         "adder_hidden": 64,
         "adder_input": "logits",
         "augment_shift": 1,
+        "augment_rotate": 0.0,
+        "augment_scale": 0.0,
+        "augment_shear": 0.0,
         "holdout": "none",
         # How it runs (may change on resume).
         "eval_batch_size": 1000,
