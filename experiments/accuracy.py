@@ -10,7 +10,8 @@ fields, over the defaults) passed as a config file, so every number is what a us
 run with those flags gives. `--parallel N` runs N of them at once (their epoch times are
 then not comparable with a lone run's: `--parallel 1` for those). A finished run is
 resumed, i.e. read, not retrained. Writes OUT/results.jsonl (one line per run: final
-metrics, mean epoch seconds) and OUT/table.md.
+metrics, mean epoch seconds; runs of earlier invocations are kept) and OUT/table.md (all of
+them).
 """
 
 from __future__ import annotations
@@ -99,10 +100,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     jobs = [(n, f, s) for n, f in args.variants.items() for s in args.seed_list]
     with ThreadPoolExecutor(max_workers=max(args.parallel, 1)) as pool:
         rows = list(pool.map(lambda job: run_one(args.out, *job), jobs))
-    with open(os.path.join(args.out, "results.jsonl"), "a", encoding="utf-8") as f:
-        for r in rows:
+    path = os.path.join(args.out, "results.jsonl")
+    kept = {}
+    if os.path.exists(path):  # earlier invocations' runs stay, this one's replace theirs
+        with open(path, encoding="utf-8") as f:
+            kept = {(r["variant"], r["seed"]): r for r in map(json.loads, f) if r}
+    kept.update({(r["variant"], r["seed"]): r for r in rows})
+    with open(path + ".tmp", "w", encoding="utf-8") as f:
+        for r in kept.values():
             f.write(json.dumps(r) + "\n")
-    text = table(rows)
+    os.replace(path + ".tmp", path)
+    text = table(list(kept.values()))
     with open(os.path.join(args.out, "table.md"), "w", encoding="utf-8") as f:
         f.write(text)
     print(text, end="")

@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 from mnist_plus import atomic
 from mnist_plus.errors import UsageError
-from mnist_plus.model import ADDER_INPUTS, ADDERS
+from mnist_plus.model import ADDER_INPUTS, ADDERS, DIGIT_HEADS
 from mnist_plus.sampler import HOLDOUTS, Augment, steps_per_epoch
 
 LOOPS = ("auto", "host", "scan")
@@ -38,6 +38,10 @@ class Config:
     epochs: int = _field(10, "training epochs")
     batch_size: int = _field(128, "training batch size (the last partial batch of an epoch is dropped)")
     learning_rate: float = _field(0.01, "peak learning rate of the one-cycle Adam schedule")
+    label_smoothing: float = _field(0.0, "move this fraction of each training target's "
+                                    "probability evenly onto the classes the example allows "
+                                    "(10 digits; the 10 sums its number leaves possible); "
+                                    "0: plain cross-entropy")
     warmup_fraction: float = _field(0.2, "fraction of training spent warming the learning rate up")
     weight_decay: float = _field(1e-4, "decoupled (AdamW) weight decay")
     seed: int = _field(0, "seed of parameters, data order, random numbers and test numbers")
@@ -48,6 +52,15 @@ class Config:
                         "one-hot number]) or 'shift' (addition built in: p(sum = s) = "
                         "p(digit = s - number); no parameters; reads the digit logits)",
                         choices=ADDERS)
+    stem_width: int = _field(0, "channels of the first conv block, the only one at 26x26 "
+                             "(0: --width); fewer makes a step cheaper")
+    extra_convs: int = _field(0, "extra 3x3 'same' conv blocks, one after each of the last N "
+                              "of the 11x11, 9x9, 7x7, 5x5 blocks (0..4): depth where pixels "
+                              "are few")
+    digit_head: str = _field("pool", "how the last 5x5 conv features become the 10 digit "
+                             "logits: 'pool' (a 1x1 conv to 10, then the average over 5x5) or "
+                             "'conv' (one 5x5 conv to 1x1x10, which sees where features are)",
+                             choices=DIGIT_HEADS)
     augment_shift: int = _field(1, "randomly translate training images by up to this many pixels "
                                 "(0: off)")
     augment_rotate: float = _field(0.0, "randomly rotate training images by up to this many "
@@ -136,6 +149,10 @@ def validate(config: Config, train_size: int | None = None) -> Config:
         if not (isinstance(value, (int, float)) and not isinstance(value, bool)
                 and 0 <= value <= top):
             raise bad(name, value, f"it must be a number from 0 (off) to {top:g}")
+    if not (isinstance(config.stem_width, int) and config.stem_width >= 0):
+        raise bad("stem_width", config.stem_width, "it must be 0 (--width) or a positive integer")
+    if not (isinstance(config.extra_convs, int) and 0 <= config.extra_convs <= 4):
+        raise bad("extra_convs", config.extra_convs, "it must be an integer in 0..4")
     if not (isinstance(config.num_devices, int) and config.num_devices >= 0):
         raise bad("num_devices", config.num_devices, "it must be 0 (all devices) or a positive "
                   "number of devices")
@@ -147,6 +164,9 @@ def validate(config: Config, train_size: int | None = None) -> Config:
         value = getattr(config, name)
         if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
             raise bad(name, value, "it must be a positive finite number")
+    if not (isinstance(config.label_smoothing, (int, float))
+            and 0.0 <= config.label_smoothing < 1.0):
+        raise bad("label_smoothing", config.label_smoothing, "it must be in [0, 1)")
     if not (0.0 <= config.warmup_fraction < 1.0):
         raise bad("warmup_fraction", config.warmup_fraction, "it must be in [0, 1)")
     if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
@@ -177,7 +197,8 @@ def to_dict(config: Config) -> dict[str, Any]:
 # Fields added after runs were first stored, with the value that reproduces the runs
 # stored before them: a stored config without the field gets this, not today's default.
 ADDED_LATER: dict[str, Any] = {"augment_rotate": 0.0, "augment_scale": 0.0,
-                               "augment_shear": 0.0}
+                               "augment_shear": 0.0, "digit_head": "pool",
+                               "label_smoothing": 0.0, "stem_width": 0, "extra_convs": 0}
 
 
 def from_dict(values: dict[str, Any]) -> Config:

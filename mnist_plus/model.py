@@ -18,6 +18,7 @@ from mnist_plus.sampler import NUM_NUMBERS, NUM_SUMS
 
 ADDER_INPUTS = ("logits", "probs", "features")
 ADDERS = ("mlp", "shift")
+DIGIT_HEADS = ("pool", "conv")
 SHIFT_MARGIN = 1e4  # how far below the smallest digit logit ShiftAdder puts impossible sums
 
 
@@ -26,10 +27,11 @@ class ConvBlock(nn.Module):
 
     features: int
     kernel: int = 3
+    padding: str = "VALID"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        x = nn.Conv(self.features, (self.kernel, self.kernel), padding="VALID",
+        x = nn.Conv(self.features, (self.kernel, self.kernel), padding=self.padding,
                     use_bias=False)(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
         return nn.relu(x)
@@ -56,16 +58,24 @@ class DigitNet(nn.Module):
     """
 
     width: int = 16
+    head: str = "pool"  # 5x5xwidth -> 1x1x10: see DIGIT_HEADS and Config.digit_head
+    stem_width: int = 0  # channels of the 26x26 block (0: width)
+    extra_convs: int = 0  # 'same' blocks after the last N of the 11, 9, 7, 5 blocks
 
     @nn.compact
     def __call__(self, image: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
-        x = ConvBlock(self.width)(image, train)      # 26x26
+        x = ConvBlock(self.stem_width or self.width)(image, train)  # 26x26
         x = max_pool_2x2(x)                          # 13x13
-        for _ in range(4):
+        for i in range(4):
             x = ConvBlock(self.width)(x, train)      # 11, 9, 7, 5
+            if i >= 4 - self.extra_convs:            # keeps the side: depth where it is cheap
+                x = ConvBlock(self.width, padding="SAME")(x, train)
         features = jnp.mean(x, axis=(1, 2))          # [B, width]
-        x = nn.Conv(NUM_NUMBERS, (1, 1))(x)          # 5x5x10
-        x = nn.avg_pool(x, x.shape[1:3])             # 1x1x10
+        if self.head == "conv":
+            x = nn.Conv(NUM_NUMBERS, x.shape[1:3], padding="VALID")(x)  # 1x1x10
+        else:
+            x = nn.Conv(NUM_NUMBERS, (1, 1))(x)      # 5x5x10
+            x = nn.avg_pool(x, x.shape[1:3])         # 1x1x10
         return x.reshape(x.shape[0], NUM_NUMBERS), features
 
 
@@ -113,6 +123,9 @@ class MnistPlusNet(nn.Module):
     adder_hidden: int = 64
     adder_input: str = "logits"  # what the adder sees of the image: see ADDER_INPUTS
     adder_kind: str = "mlp"      # the sum head (Config.adder): see ADDERS
+    digit_head: str = "pool"     # how 5x5 features become 10 digit logits: see DIGIT_HEADS
+    stem_width: int = 0          # channels of the first (26x26) conv block; 0: width
+    extra_convs: int = 0         # extra 'same' conv blocks at the smallest sides (0..4)
 
     def setup(self):
         if self.adder_input not in ADDER_INPUTS:
@@ -121,7 +134,9 @@ class MnistPlusNet(nn.Module):
             raise ValueError(f"adder_kind must be one of {ADDERS}, not {self.adder_kind!r}")
         if self.adder_kind == "shift" and self.adder_input != "logits":
             raise ValueError(f"the shift adder reads digit logits, not {self.adder_input!r}")
-        self.digit_net = DigitNet(self.width)
+        if self.digit_head not in DIGIT_HEADS:
+            raise ValueError(f"digit_head must be one of {DIGIT_HEADS}, not {self.digit_head!r}")
+        self.digit_net = DigitNet(self.width, self.digit_head, self.stem_width, self.extra_convs)
         # Named `adder` either way: the MLP's parameters keep their checkpoint path.
         self.adder = Adder(self.adder_hidden) if self.adder_kind == "mlp" else ShiftAdder()
 

@@ -14,7 +14,7 @@ import jax.numpy as jnp
 import optax
 
 from mnist_plus.metrics import COUNT_KEYS
-from mnist_plus.sampler import Batch
+from mnist_plus.sampler import NUM_NUMBERS, NUM_SUMS, Batch
 from mnist_plus.state import TrainState
 
 Metrics = dict[str, jax.Array]
@@ -27,6 +27,21 @@ def losses(digit_logits: jax.Array, sum_logits: jax.Array,
     digit = optax.softmax_cross_entropy_with_integer_labels(digit_logits, batch.digit)
     total = optax.softmax_cross_entropy_with_integer_labels(sum_logits, batch.sum)
     return digit, total
+
+
+def smoothed_losses(digit_logits: jax.Array, sum_logits: jax.Array, batch: Batch,
+                    smoothing: float) -> tuple[jax.Array, jax.Array]:
+    """Per-example cross-entropies against targets that move `smoothing` of the mass
+    evenly onto the classes the example allows: the 10 digits, and the 10 sums that the
+    number leaves possible (number..number + 9), never onto a sum it rules out."""
+    digit_target = optax.smooth_labels(jax.nn.one_hot(batch.digit, NUM_NUMBERS), smoothing)
+    first = jnp.argmax(batch.number, axis=-1)[:, None]
+    sums = jnp.arange(NUM_SUMS)[None, :]
+    possible = ((sums >= first) & (sums < first + NUM_NUMBERS)).astype(sum_logits.dtype)
+    sum_target = ((1 - smoothing) * jax.nn.one_hot(batch.sum, NUM_SUMS)
+                  + smoothing / NUM_NUMBERS * possible)
+    return (optax.softmax_cross_entropy(digit_logits, digit_target),
+            optax.softmax_cross_entropy(sum_logits, sum_target))
 
 
 def counts(digit_loss, sum_loss, digit_logits, sum_logits, batch: Batch) -> Metrics:
@@ -59,7 +74,11 @@ def train_step(state: TrainState, batch: Batch,
             {"params": params, "batch_stats": state.batch_stats},
             batch.image, batch.number, train=True, mutable=["batch_stats"])
         digit_loss, sum_loss = losses(digit_logits, sum_logits, batch)
-        loss = jnp.mean(digit_loss + sum_loss)
+        if state.label_smoothing:  # the objective; the metrics stay plain cross-entropy
+            loss = jnp.mean(sum(smoothed_losses(digit_logits, sum_logits, batch,
+                                                state.label_smoothing)))
+        else:
+            loss = jnp.mean(digit_loss + sum_loss)
         return loss, (updates["batch_stats"], digit_loss, sum_loss, digit_logits, sum_logits)
 
     (loss, (batch_stats, *aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)

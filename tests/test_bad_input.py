@@ -163,6 +163,8 @@ def test_offline_without_any_data(cli, finished_workdir, tmp_path):
     (["--loop", "warp"], "argument --loop: invalid choice: 'warp'"),
     (["--augment-rotate", "120"], "--augment-rotate 120.0 is invalid: it must be a number "
                                   "from 0 (off) to 90"),
+    (["--extra-convs", "5"], "--extra-convs 5 is invalid: it must be an integer in 0..4"),
+    (["--label-smoothing", "1"], "--label-smoothing 1.0 is invalid: it must be in [0, 1)"),
     (["--augment-scale", "-0.1"], "--augment-scale -0.1 is invalid: it must be a number from "
                                   "0 (off) to 0.5"),
     (["--frobnicate"], "unrecognized arguments: --frobnicate"),

@@ -48,6 +48,33 @@ def test_exhaustive_logits_match_one_number_at_a_time():
         np.testing.assert_array_equal(digit, digit_all)
 
 
+def test_digit_head_pool_averages_class_maps_and_conv_weighs_each_position():
+    image = jnp.asarray(np.random.default_rng(0).normal(size=(2, 28, 28, 1)), jnp.float32)
+    counts = {}
+    for head, kernel_shape in (("pool", (1, 1, 4, 10)), ("conv", (5, 5, 4, 10))):
+        net = MnistPlusNet(width=4, digit_head=head)
+        variables = net.init(jax.random.key(0), image, jnp.zeros((2, 10)))
+        assert variables["params"]["digit_net"]["Conv_0"]["kernel"].shape == kernel_shape
+        counts[head] = param_count(variables["params"])
+        digit, total = net.apply(variables, image, jnp.zeros((2, 10)))
+        assert digit.shape == (2, 10) and total.shape == (2, 19)
+    assert counts["conv"] - counts["pool"] == (25 - 1) * 4 * 10  # a weight per 5x5 position
+    with pytest.raises(ValueError, match="digit_head"):
+        MnistPlusNet(digit_head="dense").init(jax.random.key(0), image, jnp.zeros((2, 10)))
+
+
+def test_stem_width_and_extra_convs_shape_the_digit_net():
+    from mnist_plus.model import conv_shapes
+    # (input side, in channels, out channels, kernel) of every conv, in order.
+    assert conv_shapes(MnistPlusNet(width=16, stem_width=8, extra_convs=2)) == [
+        (28, 1, 8, 3), (13, 8, 16, 3), (11, 16, 16, 3), (9, 16, 16, 3),
+        (7, 16, 16, 3), (7, 16, 16, 3),   # an extra 'same' block keeps the side: 7 -> 7
+        (5, 16, 16, 3), (5, 16, 10, 1)]
+    assert conv_shapes(MnistPlusNet(width=16)) == [
+        (28, 1, 16, 3), (13, 16, 16, 3), (11, 16, 16, 3), (9, 16, 16, 3), (7, 16, 16, 3),
+        (5, 16, 10, 1)]
+
+
 def test_unknown_adder_input_is_refused():
     with pytest.raises(ValueError, match="adder_input"):
         MnistPlusNet(adder_input="pixels").init(

@@ -76,3 +76,38 @@ def test_eval_ignores_padding_and_counts_all_numbers():
         np.testing.assert_array_equal(b[k], c[k], err_msg=k)
     assert 0 <= float(a["exhaustive_sum_correct"]) <= 80
 
+
+
+def test_label_smoothing_spreads_mass_only_over_allowed_classes():
+    from mnist_plus.train_step import losses, smoothed_losses
+    batch = _batch(8)
+    rng = np.random.default_rng(1)
+    digit_logits = jnp.asarray(rng.normal(size=(8, 10)), jnp.float32)
+    sum_logits = jnp.asarray(rng.normal(size=(8, 19)), jnp.float32)
+    # 0: exactly the plain cross-entropies.
+    for got, want in zip(smoothed_losses(digit_logits, sum_logits, batch, 0.0),
+                         losses(digit_logits, sum_logits, batch)):
+        np.testing.assert_allclose(got, want, rtol=1e-6)
+    # The smoothed sum target, read off the loss's gradient (softmax - target): an
+    # impossible sum has target 0, every possible wrong one 0.1 / 10, the true one 0.91.
+    grad = jax.grad(lambda s: jnp.sum(smoothed_losses(digit_logits, s, batch, 0.1)[1]))(sum_logits)
+    target = np.asarray(jax.nn.softmax(sum_logits) - grad)
+    numbers = np.argmax(batch.number, -1)
+    for i in range(8):
+        possible = np.zeros(19, bool)
+        possible[numbers[i]:numbers[i] + 10] = True
+        np.testing.assert_allclose(target[i, ~possible], 0, atol=1e-6)
+        want = np.where(np.arange(19) == batch.sum[i], 0.9 + 0.01, 0.01)[possible]
+        np.testing.assert_allclose(target[i, possible], want, atol=1e-6)
+
+
+def test_smoothing_changes_the_update_but_not_what_the_metrics_report():
+    batch = _batch(32)
+    plain, smooth = _state(), _state().replace(label_smoothing=0.1)
+    (p, pm), (s, sm) = (jax.jit(train_step)(st, batch, zero_train_metrics())
+                        for st in (plain, smooth))
+    for k in ("loss", "digit_loss", "sum_loss", "digit_correct"):  # same forward, plain CE
+        np.testing.assert_allclose(sm[k], pm[k], rtol=1e-6)
+    gaps = [float(jnp.max(jnp.abs(a - b))) for a, b in
+            zip(jax.tree_util.tree_leaves(p.params), jax.tree_util.tree_leaves(s.params))]
+    assert max(gaps) > 1e-4
