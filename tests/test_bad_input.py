@@ -138,6 +138,7 @@ def test_bad_mnist_files(damage, cli, prepared_tiny, finished_workdir, tmp_path)
     assert not os.path.exists(os.path.join(tfds_dir, "mnist"))
 
 
+@pytest.mark.slow
 def test_offline_without_any_data(cli, finished_workdir, tmp_path):
     before = snapshot(finished_workdir)
     result = cli.train("--workdir", finished_workdir, "--tfds-dir", str(tmp_path / "empty"),
@@ -169,6 +170,7 @@ def test_offline_without_any_data(cli, finished_workdir, tmp_path):
                                   "0 (off) to 0.5"),
     (["--frobnicate"], "unrecognized arguments: --frobnicate"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+@pytest.mark.slow
 def test_invalid_flags_leave_the_workdir_untouched(flags, message, cli, prepared_tiny,
                                                    finished_workdir):
     before = snapshot(finished_workdir)
@@ -177,6 +179,7 @@ def test_invalid_flags_leave_the_workdir_untouched(flags, message, cli, prepared
     assert snapshot(finished_workdir) == before
 
 
+@pytest.mark.slow
 def test_batch_larger_than_the_dataset(cli, prepared_tiny, finished_workdir):
     before = snapshot(finished_workdir)
     result = cli.train(*tiny_flags(prepared_tiny, finished_workdir, "--fresh"),
@@ -194,6 +197,7 @@ def test_workdir_that_is_a_file(cli, prepared_tiny, tmp_path):
     assert blocker.read_text() == "not a folder"
 
 
+@pytest.mark.slow
 def test_checkpoints_folder_that_is_a_file(cli, prepared_tiny, finished_workdir):
     # Found before training, not an epoch later when orbax first writes.
     shutil.rmtree(os.path.join(finished_workdir, "checkpoints"))
@@ -218,6 +222,7 @@ def test_incompatible_checkpoint_names_the_difference(cli, prepared_tiny, finish
     assert snapshot(finished_workdir) == before
 
 
+@pytest.mark.slow
 def test_unusable_tfds_dir(cli, prepared_tiny, finished_workdir, tmp_path):
     blocker = tmp_path / "tfds"
     blocker.write_text("not a folder")

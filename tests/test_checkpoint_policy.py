@@ -83,6 +83,7 @@ def test_a_run_keeps_its_best_epoch_and_its_newest_checkpoint(keep_one_run):
     assert trained.load(workdir).step == trained.load(workdir, newest).step == newest
 
 
+@pytest.mark.slow
 def test_report_step_best_evaluates_the_best_checkpoint(keep_one_run, prepared_tiny):
     workdir, rows = keep_one_run
     best = max(reversed(rows), key=lambda r: r["test_sum_accuracy"])
@@ -102,6 +103,7 @@ def test_report_step_best_evaluates_the_best_checkpoint(keep_one_run, prepared_t
     ("soon", "error: argument --step: 'soon' is not 'latest', 'best' or a step number"),
     ("-3", "error: argument --step: '-3' is not 'latest', 'best' or a step number"),
 ])
+@pytest.mark.slow
 def test_bad_step_is_a_one_line_usage_error(keep_one_run, capsys, step, expected):
     workdir, rows = keep_one_run
     assert cli.run_main(report._main, ["--workdir", workdir, f"--step={step}"]) == 2

@@ -131,6 +131,7 @@ def test_each_seed_equals_its_single_run(prepared_tiny, single_runs, calibration
     assert len(timing["epoch_seconds"]) == 2 and all(s > 0 for s in timing["epoch_seconds"])
 
 
+@pytest.mark.slow
 def test_calibrated_bounds_reject_wrong_runs(single_runs, calibration):
     """The self-calibrated tolerance still catches real bugs: another seed's run,
     another data stream, one step more or fewer land far outside it."""

@@ -114,6 +114,7 @@ def test_predict_cli_on_png_and_jpeg_files(tiny_model, tmp_path):
         assert all(0 < row[2] <= 100 and 0 < row[4] <= 100 for row, _ in picked)
 
 
+@pytest.mark.slow
 def test_resize_fit_round_trips_a_28x28_png_exactly(tiny_model, tmp_path):
     _, mnist = tiny_model
     image = mnist.test_images[0]

@@ -72,6 +72,7 @@ def test_training_writes_every_figure_as_a_readable_png(tiny_run):
         assert pixels.std() > 10, f"{name} looks blank"
 
 
+@pytest.mark.slow
 def test_report_md_shows_the_figures_final_figures_and_config(tiny_run):
     workdir, summary, _ = tiny_run
     with open(os.path.join(workdir, "report", "report.md")) as f:
@@ -86,6 +87,7 @@ def test_report_md_shows_the_figures_final_figures_and_config(tiny_run):
     assert "| `batch_size` | `32` |" in text and "| `width` | `4` |" in text
 
 
+@pytest.mark.slow
 def test_report_numbers_agree_with_metrics_jsonl(tiny_run):
     """The report re-evaluates the checkpoint; it must see what training saw."""
     workdir, summary, _ = tiny_run
@@ -109,6 +111,7 @@ def test_report_numbers_agree_with_metrics_jsonl(tiny_run):
     assert exhaustive == pytest.approx(final["test_exhaustive_sum_accuracy"])
 
 
+@pytest.mark.slow
 def test_tensorboard_has_epoch_and_step_scalars(tiny_run):
     workdir, _, _ = tiny_run
     rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
@@ -133,6 +136,7 @@ def test_tensorboard_has_epoch_and_step_scalars(tiny_run):
                                rtol=np.finfo(np.float32).eps)
 
 
+@pytest.mark.slow
 def test_step_logging_does_not_change_the_numbers(prepared_tiny, tiny_run, tmp_path):
     """Cutting epochs into logged segments must not change training at all."""
     workdir, _, _ = tiny_run
