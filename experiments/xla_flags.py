@@ -32,6 +32,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
 from mnist_plus import speedrun  # noqa: E402  (cpu_isa)
+from mnist_plus.errors import UsageError  # noqa: E402
 
 # name -> XLA_FLAGS value. Defaults of jaxlib 0.10.2 (from its flag help): xnnpack on,
 # thunk runtime on (the flag is deprecated), prefer_vector_width 256 (so only 512 is a
@@ -63,16 +64,17 @@ def worker(batch_sizes: Sequence[int], repeats: int, min_repeat_seconds: float) 
     import jax
     import numpy as np
 
-    from mnist_plus import benchmark, compile_cache, sampler, train
+    from mnist_plus import benchmark, compile_cache, sampler
     from mnist_plus import config as config_lib
+    from mnist_plus.state import create_state
     from mnist_plus.train_step import train_step, zero_train_metrics
 
     compile_cache.enable()
     config = config_lib.Config()
-    mnist = benchmark.synthetic_mnist(max(batch_sizes), 10)
+    mnist = benchmark.synthetic_mnist(max(*batch_sizes, 128), 10)  # 128: the numerics batch
     out: dict[str, Any] = {"step_ms": {}}
     for b in batch_sizes:
-        state = train.initial_state(config, 100)  # consumed (donated) by the benchmark
+        state = create_state(config, 100)  # consumed (donated) by the benchmark
         row = benchmark.bench_train_step(state, mnist, b, warmup=2, repeats=repeats,
                                          min_repeat_seconds=min_repeat_seconds,
                                          matmul_flops_per_second=1.0)
@@ -81,7 +83,7 @@ def worker(batch_sizes: Sequence[int], repeats: int, min_repeat_seconds: float) 
     images = sampler.normalise(mnist.train_images[:128])
     batch = jax.device_put(sampler.make_batch(images, mnist.train_labels[:128],
                                               np.arange(128) % sampler.NUM_NUMBERS))
-    state, metrics = train.initial_state(config, 100), zero_train_metrics()
+    state, metrics = create_state(config, 100), zero_train_metrics()
     step = jax.jit(train_step)
     for _ in range(3):
         state, metrics = step(state, batch, metrics)
@@ -123,6 +125,10 @@ def run_one(flags: str, args: argparse.Namespace, cache_root: str) -> dict:
 
 def summarise(runs: dict[str, list[dict]], batch_sizes: Sequence[int]) -> list[dict]:
     base = [r for r in runs["baseline"] if "error" not in r]
+    if not base:  # nothing to compare against: say why, in one line
+        first = runs["baseline"][0] if runs["baseline"] else {}
+        raise UsageError(f"the baseline (no flags) failed in every round: "
+                         f"{first.get('error', '?')}: {first.get('detail', '')}")
     base_ms = {b: statistics.median(r["step_ms"][str(b)] for r in base) for b in batch_sizes}
     base_sha = base[0]["params_sha1"] if base else None
     rows = []
