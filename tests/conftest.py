@@ -220,3 +220,10 @@ class Cli:
 @pytest.fixture(scope="session")
 def cli(compile_cache_dir) -> Cli:
     return Cli(compile_cache_dir)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark every test that uses real MNIST `real_mnist` (select or skip them with -m)."""
+    for item in items:
+        if {"real_mnist_dir", "real_mnist_run"} & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.real_mnist)
