@@ -27,6 +27,10 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# Run as a script from anywhere: import this checkout's mnist_plus, not an installed one.
+sys.path.insert(0, ROOT)
+
+from mnist_plus import atomic  # noqa: E402
 KEYS = ("test_digit_accuracy", "test_sum_accuracy", "test_exhaustive_sum_accuracy",
         "test_sum_agreement")
 
@@ -62,8 +66,9 @@ def run_one(out: str, name: str, fields: dict[str, Any], seed: int) -> dict[str,
     workdir = os.path.join(out, "runs", name, f"s{seed}")
     os.makedirs(workdir, exist_ok=True)
     config = os.path.join(out, "runs", name, "config.json")
-    with open(config, "w", encoding="utf-8") as f:
-        json.dump(fields, f)
+    # Whole-file replacement: runs of one variant start in parallel, and a run must never
+    # read the file while another is rewriting it.
+    atomic.replace_file(config, lambda f: f.write(json.dumps(fields).encode()))
     cmd = [sys.executable, "-m", "mnist_plus.train", "--config", config, "--seed", str(seed),
            "--workdir", workdir, "--no-progress", "--no-report", "--log-every-steps", "0"]
     start = time.perf_counter()
@@ -106,10 +111,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         with open(path, encoding="utf-8") as f:
             kept = {(r["variant"], r["seed"]): r for r in map(json.loads, f) if r}
     kept.update({(r["variant"], r["seed"]): r for r in rows})
-    with open(path + ".tmp", "w", encoding="utf-8") as f:
-        for r in kept.values():
-            f.write(json.dumps(r) + "\n")
-    os.replace(path + ".tmp", path)
+    atomic.replace_file(path, lambda f: f.write(
+        "".join(json.dumps(r) + "\n" for r in kept.values()).encode()))
     text = table(list(kept.values()))
     with open(os.path.join(args.out, "table.md"), "w", encoding="utf-8") as f:
         f.write(text)

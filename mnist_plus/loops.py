@@ -151,11 +151,9 @@ def device_batch(images: jax.Array, labels: jax.Array, permutation: jax.Array,
     idx = jax.lax.dynamic_slice_in_dim(permutation, offset, batch_size)
     num = jax.lax.dynamic_slice_in_dim(numbers, offset, batch_size)
     digit = labels[idx]
-    image = images[idx]
-    if augment != sampler.NO_AUGMENT:
-        shift = jax.lax.dynamic_slice_in_dim(shifts, offset, batch_size)
-        map_ = None if maps is None else jax.lax.dynamic_slice_in_dim(maps, offset, batch_size)
-        image = sampler.augment_images(image, augment, shift, map_, xp=jnp)
+    shift = jax.lax.dynamic_slice_in_dim(shifts, offset, batch_size)
+    map_ = None if maps is None else jax.lax.dynamic_slice_in_dim(maps, offset, batch_size)
+    image = sampler.augment_images(images[idx], augment, shift, map_, xp=jnp)
     return sampler.Batch(image=image, digit=digit,
                          number=jnp.eye(sampler.NUM_NUMBERS, dtype=jnp.float32)[num],
                          sum=digit + num, mask=jnp.ones(batch_size, jnp.float32))

@@ -105,11 +105,10 @@ def stacked_batch(images: np.ndarray, labels: np.ndarray, plans: tuple[np.ndarra
     sl = slice(step * batch_size, (step + 1) * batch_size)
     idx = permutations[:, sl]
     batch_images = images[idx]
-    if augment != sampler.NO_AUGMENT:
-        flat = batch_images.reshape((-1,) + batch_images.shape[2:])
-        batch_images = sampler.augment_images(
-            flat, augment, shifts[:, sl].reshape(-1, 2),
-            None if maps is None else maps[:, sl].reshape(-1, 2, 2)).reshape(batch_images.shape)
+    flat = batch_images.reshape((-1,) + batch_images.shape[2:])
+    batch_images = sampler.augment_images(
+        flat, augment, shifts[:, sl].reshape(-1, 2),
+        None if maps is None else maps[:, sl].reshape(-1, 2, 2)).reshape(batch_images.shape)
     return sampler.make_batch(batch_images, labels[idx], numbers[:, sl],
                               mask=np.ones(idx.shape, np.float32))
 
@@ -254,14 +253,14 @@ def train_seeds(config: config_lib.Config, seeds: Sequence[int], mnist: data.Mni
     init_seconds = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    plans = epoch_plans(seeds, 0, labels, config_lib.augment(config), config.holdout)
-    example = place(stacked_batch(images, labels, plans, 0, config.batch_size,
-                                  config_lib.augment(config)))
+    augment = config_lib.augment(config)
+    plans = epoch_plans(seeds, 0, labels, augment, config.holdout)
+    example = place(stacked_batch(images, labels, plans, 0, config.batch_size, augment))
     step = seeds_train_step(mesh, seed_map).lower(state, example, zeros()).compile()
     eval_fn = seeds_eval_step(mesh, seed_map).lower(state, test_batches[0]).compile()
     compile_seconds = time.perf_counter() - t0
-    loop = seeds_loop(step, images, labels, seeds, config.batch_size, place,
-                      config_lib.augment(config), config.holdout)
+    loop = seeds_loop(step, images, labels, seeds, config.batch_size, place, augment,
+                      config.holdout)
 
     rows, nonfinite, epoch_seconds, eval_seconds = [], {}, [], []
     for epoch in range(config.epochs):
