@@ -94,8 +94,11 @@ def real_mnist_run(real_mnist_dir, tmp_path_factory) -> tuple[str, str]:
 
 # ---- Training runs on the tiny data, shared by the resume, determinism and error tests.
 
-# 256 train images at batch 32: 8 steps per epoch, 24 in all.
-TINY = dict(epochs=3, batch_size=32, width=4, eval_batch_size=64, progress=False)
+# 256 train images at batch 32: 8 steps per epoch, 24 in all. No report: drawing its
+# figures took 3.3 of a tiny CLI run's 6.2 s (measured); test_report.py and the CLI's
+# end-to-end test ask for it.
+TINY = dict(epochs=3, batch_size=32, width=4, eval_batch_size=64, progress=False,
+            report=False)
 TINY_STEPS_PER_EPOCH = 8
 
 
@@ -112,7 +115,7 @@ def tiny_flags(prepared_tiny, workdir, *extra: str) -> list[str]:
     tfds_dir, mnist_dir = prepared_tiny
     return ["--workdir", str(workdir), "--tfds-dir", tfds_dir, "--mnist-dir", mnist_dir,
             "--epochs", "3", "--batch-size", "32", "--width", "4", "--eval-batch-size", "64",
-            "--no-progress", *extra]
+            "--no-progress", "--no-report", *extra]
 
 
 def read_bytes(path) -> bytes:

@@ -67,8 +67,8 @@ def test_mid_epoch_checkpoints_are_never_the_best(prepared_tiny, tmp_path):
 def keep_one_run(prepared_tiny, tmp_path_factory):
     """A tiny run keeping 1 checkpoint plus the best, with mid-epoch checkpoints."""
     workdir = str(tmp_path_factory.mktemp("keep1"))
-    train_and_evaluate(tiny_config(prepared_tiny, keep_checkpoints=1, checkpoint_every_steps=3,
-                                   report=False), workdir, log=lambda s: None)
+    train_and_evaluate(tiny_config(prepared_tiny, keep_checkpoints=1, checkpoint_every_steps=3),
+                       workdir, log=lambda s: None)
     rows = [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
     return workdir, rows
 

@@ -24,6 +24,7 @@ def test_train_cli_end_to_end(cli, prepared_tiny, tmp_path):
     summary = json.loads((workdir / "summary.json").read_text())
     assert summary["epochs"] == 2 and summary["final"] == rows[-1]
     assert (workdir / "checkpoints").is_dir()
+    assert (workdir / "report" / "report.md").is_file()  # on by default (tests turn it off)
 
     again = cli.train("--workdir", str(workdir), "--tfds-dir", tfds_dir, "--epochs", "2",
                    "--batch-size", "32", "--width", "4", "--eval-batch-size", "64")

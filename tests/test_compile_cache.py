@@ -60,15 +60,13 @@ def test_second_process_reads_the_first_ones_compiles_and_matches_it(cli, prepar
 
     cache = tmp_path / "cache"
     env = {compile_cache.ENV: str(cache), **_JAX_LOG}
-    first = cli.train(*tiny_flags(prepared_tiny, tmp_path / "a", "--epochs", "1",
-                                  "--no-report"), env=env)
+    first = cli.train(*tiny_flags(prepared_tiny, tmp_path / "a", "--epochs", "1"), env=env)
     assert first.returncode == 0, first.stderr
     written = sorted(os.listdir(cache))
     assert any(n.startswith("jit_train_step") and n.endswith("-cache") for n in written), written
     assert "Writing jit_train_step to persistent compilation cache" in first.stderr
 
-    second = cli.train(*tiny_flags(prepared_tiny, tmp_path / "b", "--epochs", "1",
-                                   "--no-report"), env=env)
+    second = cli.train(*tiny_flags(prepared_tiny, tmp_path / "b", "--epochs", "1"), env=env)
     assert second.returncode == 0, second.stderr
     assert "Persistent compilation cache hit for 'jit_train_step'" in second.stderr
     assert "to persistent compilation cache" not in second.stderr  # compiled nothing new

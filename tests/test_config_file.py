@@ -120,7 +120,7 @@ def test_values_from_a_file_are_range_checked_like_flags(tmp_path, capsys):
 
 
 def test_run_writes_the_effective_config_and_it_reads_back(prepared_tiny, tmp_path):
-    config = tiny_config(prepared_tiny, epochs=1, report=False)
+    config = tiny_config(prepared_tiny, epochs=1)
     workdir = tmp_path / "runs"
     train.train_and_evaluate(config, str(workdir), log=lambda s: None)
     written = json.loads((workdir / "config.json").read_text())

@@ -139,7 +139,7 @@ def test_resuming_on_other_data_is_refused_in_one_line_and_fresh_starts_over(
                          "or pass --fresh to start over")
     assert snapshot(workdir) == before
 
-    fresh = cli.train(*tiny_flags(other, workdir, "--fresh", "--no-report"))
+    fresh = cli.train(*tiny_flags(other, workdir, "--fresh"))
     assert fresh.returncode == 0, fresh.stderr
     _, new_meta = final_state_leaves(workdir, tiny_config(other))
     assert new_meta["data_fingerprint"]["train_labels"][:8] != old
@@ -167,7 +167,7 @@ def test_a_checkpoint_without_a_fingerprint_resumes_with_a_warning(cli, prepared
 # ---- disk faults while training
 
 # Saves every 4 steps: 4, 8 (end of epoch 1), 12, 16 (end of epoch 2), 20, 24.
-EVERY = ("--checkpoint-every-steps", "4", "--no-report")
+EVERY = ("--checkpoint-every-steps", "4")
 
 
 @pytest.mark.parametrize("how,code", [("json", "ENOSPC"), ("tensorstore", "ENOSPC"),
@@ -215,7 +215,7 @@ def test_a_read_only_checkpoint_folder_at_save_time_is_one_line(cli, prepared_ti
 def test_a_failed_metrics_write_keeps_earlier_lines_and_a_rerun_resumes(
         cli, prepared_tiny, reference_run, tmp_path, code):
     workdir = str(tmp_path / "run")
-    flags = tiny_flags(prepared_tiny, workdir, "--no-report")
+    flags = tiny_flags(prepared_tiny, workdir)
     result = cli.run(["-m", "tests.fault_run", "--metrics", "2", "--errno", code, "--",
                       *flags])
     reason = os.strerror(getattr(errno, code))

@@ -179,7 +179,7 @@ def test_shift_adder_trains_on_tiny_data_and_resume_refuses_another_adder(prepar
     from mnist_plus.train import train_and_evaluate
     from tests.conftest import tiny_config
 
-    config = tiny_config(prepared_tiny, adder="shift", report=False)
+    config = tiny_config(prepared_tiny, adder="shift")
     summary = train_and_evaluate(config, str(tmp_path), log=lambda s: None)
     rows = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
     assert summary["epochs"] == len(rows) == 3
@@ -193,5 +193,5 @@ def test_shift_adder_trains_on_tiny_data_and_resume_refuses_another_adder(prepar
         # Same cross-entropy up to the order of a 10-term logsumexp: float32 rounding only.
         assert r["test_sum_loss"] == pytest.approx(r["test_digit_loss"], rel=1e-5)
     with pytest.raises(UsageError, match="adder: 'shift' -> 'mlp'"):
-        train_and_evaluate(tiny_config(prepared_tiny, adder="mlp", report=False),
+        train_and_evaluate(tiny_config(prepared_tiny, adder="mlp"),
                            str(tmp_path), log=lambda s: None)

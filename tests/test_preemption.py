@@ -114,7 +114,7 @@ def test_a_signal_during_a_save_lets_it_complete_and_a_second_one_changes_nothin
 def test_a_signal_after_the_last_step_leaves_the_summary_to_a_rerun(
         cli, prepared_tiny, reference_run, tmp_path):
     workdir = str(tmp_path / "run")
-    flags = tiny_flags(prepared_tiny, workdir, "--no-report")
+    flags = tiny_flags(prepared_tiny, workdir)
     stopped = cli.crash(["--signal-at-eval", "3", "--signal", "INT"], flags)
     assert stopped.returncode == 130, stopped.stderr
     assert _only_line(stopped.stderr) == (
@@ -207,7 +207,7 @@ def test_processes_of_a_multi_process_run_stop_at_the_same_step(cli, prepared_ti
     from tests.test_multiprocess import _pair
 
     workdir = tmp_path / "run"
-    flags = tiny_flags(prepared_tiny, workdir, "--no-report")
+    flags = tiny_flags(prepared_tiny, workdir)
     results, _ = _pair(cli, flags, crash_second=["--signal-after-steps", "3"])
     for code, _, err in results:
         assert code == 143, err[-3000:]
