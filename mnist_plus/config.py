@@ -120,12 +120,15 @@ def profile_window(text: str) -> tuple[int, int] | None:
     return window
 
 
-# Named variations of the defaults, as data. `fast`: the default model and schedule
-# compressed into 3 epochs, for the time-to-accuracy benchmark (the one-cycle schedule
-# ends within the budget rather than being cut off).
+# Named variations of the defaults, as data. `fast`: the time-to-accuracy benchmark's
+# recipe, the quickest measured to 99.0% digit and sum on every seed tried: a 2-epoch
+# one-cycle schedule (completed, not cut off), batch 64 (more steps per epoch) and an
+# 8-channel first block (the costliest layer per FLOP on CPU). Measured on AVX-512, seeds
+# 0-4: all reach 99.0% after epoch 2 (sum 99.07-99.21%), where the default squeezed into
+# 2 epochs ends 0.04-0.08 points above it and 3 epochs take about 40% longer (README).
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
-    "fast": {"epochs": 3},
+    "fast": {"epochs": 2, "batch_size": 64, "stem_width": 8},
 }
 
 

@@ -159,6 +159,9 @@ def time_to_accuracy(config: config_lib.Config, target: float, seeds: Sequence[i
             "mean_train_seconds": mean_train, "std_train_seconds": std_train,
             "reached": len(reached) == len(per_seed), "reached_count": len(reached),
             "per_seed": per_seed, "config": config_lib.to_dict(config), "cpu_isa": cpu_isa()}}
+        log(f"ours: reached {len(reached)} of {len(per_seed)} seeds" + (
+            f"; {mean:.1f} ± {std:.1f} s mean ± std ({mean_train:.1f} ± {std_train:.1f} s "
+            f"without evaluation)" if reached else "") + f"  [CPU {cpu_isa()}]")
         if compare_pytorch:
             runs = []
             for seed in seeds:
@@ -180,6 +183,10 @@ def time_to_accuracy(config: config_lib.Config, target: float, seeds: Sequence[i
                 "std_seconds": p_std, "reached": len(hits) == len(runs), "per_seed": runs}
             if mean and p_mean:
                 out["pytorch_time_to_accuracy"]["ratio_to_ours"] = p_mean / mean
+            log(f"pytorch: reached {len(hits)} of {len(runs)} seeds" + (
+                f"; {p_mean:.1f} ± {p_std:.1f} s mean ± std" if hits else "") + (
+                f"; ours is {p_mean / mean:.2f}x sooner" if mean and p_mean else "")
+                + f"  [CPU {cpu_isa()}]")
     return out
 
 

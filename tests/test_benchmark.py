@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from mnist_plus import benchmark
+from mnist_plus import config as config_lib
 from tests.conftest import REPO
 
 TINY = ["--batch-sizes", "16", "--repeats", "2", "--warmup-steps", "1",
@@ -132,11 +133,13 @@ def test_time_to_accuracy_reports_every_seed(prepared_tiny, tmp_path):
     out = tmp_path / "tta.json"
     result = _bench("--time-to-accuracy", "0.01", "--seeds", "2", "--tfds-dir", tfds_dir,
                     "--mnist-dir", mnist_dir, "--width", "2", "--batch-size", "32",
-                    "--eval-batch-size", "64", "--epochs", "2", "--json", str(out))
+                    "--eval-batch-size", "64", "--epochs", "1", "--json", str(out))
     assert result.returncode == 0, result.stderr
     tta = json.loads(out.read_text())["time_to_accuracy"]
     assert tta["target"] == 0.01 and tta["seeds"] == [0, 1] and tta["reached"]
-    assert tta["config"]["epochs"] == 2  # the flag overrides the preset's 3
+    # Flags given override the preset's fields (2 epochs, batch 64); the rest it keeps.
+    assert tta["config"]["epochs"] == 1 and tta["config"]["batch_size"] == 32
+    assert tta["config"]["stem_width"] == config_lib.PRESETS["fast"]["stem_width"] == 8
     seconds = [s["seconds"] for s in tta["per_seed"]]
     assert math.isclose(tta["mean_seconds"], sum(seconds) / 2)
     for s in tta["per_seed"]:
@@ -144,6 +147,8 @@ def test_time_to_accuracy_reports_every_seed(prepared_tiny, tmp_path):
         assert math.isclose(s["seconds"], sum(e["epoch_seconds"] for e in epochs))
         assert 0 < s["train_seconds"] < s["seconds"]
     assert "seed 1:" in result.stdout and "CPU vector ISA" in result.stdout
+    assert (f"ours: reached 2 of 2 seeds; {tta['mean_seconds']:.1f} ± {tta['std_seconds']:.1f} s"
+            in result.stdout)
 
 
 def test_compare_pytorch_needs_the_mnist_files(monkeypatch, capsys):
