@@ -530,14 +530,22 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         if b > n_train:
             raise UsageError(f"batch size {b} is larger than the {n_train} training examples")
     first_step = section("first_step", lambda: bench_first_step(argv))
-    # Every state is made now: initialisation runs eagerly, op by op, and each
-    # jax.clear_caches() below would make the next one recompile all those ops.
-    steps_per_epoch = lambda b: sampler.steps_per_epoch(n_train, b)  # noqa: E731
+    # Every state is made now, before any jax.clear_caches() below: each is donated by
+    # what times it, so each gets its own buffers. One initialisation (one compile) per
+    # schedule length; the other states of that length are copies of it.
+    made: dict[int, Any] = {}
+
+    def fresh_state(batch_size: int):
+        spe = sampler.steps_per_epoch(n_train, batch_size)
+        if spe not in made:
+            made[spe] = create_state(config, spe)
+            return made[spe]
+        return jax.device_put(made[spe], may_alias=False)
+
     states = section("init", lambda: jax.block_until_ready({
-        "step": [create_state(config, steps_per_epoch(b)) for b in args.batch_sizes],
-        "epoch": [create_state(config, steps_per_epoch(config.batch_size))
-                  for _ in args.loops],
-        "eval": create_state(config, steps_per_epoch(config.batch_size))}))
+        "step": [fresh_state(b) for b in args.batch_sizes],
+        "epoch": [fresh_state(config.batch_size) for _ in args.loops],
+        "eval": fresh_state(config.batch_size)}))
     backend = jax.default_backend()
     matmul = section("matmul", lambda: bench_matmul(
         args.matmul_size or (2048 if backend == "cpu" else 8192), args.repeats))
