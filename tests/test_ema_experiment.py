@@ -3,6 +3,8 @@
 import importlib.util
 import os
 
+import pytest
+
 from mnist_plus import data, evaluation, state as state_lib
 from tests.conftest import REPO, tiny_config
 
@@ -11,6 +13,7 @@ ema = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ema)
 
 
+@pytest.mark.slow
 def test_decay_zero_is_the_trained_model_and_decay_one_never_moves(prepared_tiny):
     """Decay 0 copies every step's variables and decay 1 keeps the initial ones, both
     exactly (0 * a + 1 * x and 1 * a + 0 * x): the first scores as the trained model, the
