@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from mnist_plus import config as config_lib  # noqa: E402
 from mnist_plus import data, evaluation, sampler, state as state_lib  # noqa: E402
+from mnist_plus import metrics as metrics_lib  # noqa: E402
 from mnist_plus.train_step import train_step, zero_train_metrics  # noqa: E402
 
 
@@ -32,8 +33,9 @@ def ema_update(decay: float, average: Any, current: Any) -> Any:
 
 
 def _accuracies(sums: dict[str, float]) -> dict[str, float]:
-    return {"digit": sums["digit_correct"] / sums["count"],
-            "sum": sums["sum_correct"] / sums["count"]}
+    """Test digit and sum accuracy, as training's metrics.jsonl derives them."""
+    test = metrics_lib.summarise("test", sums)
+    return {"digit": test["test_digit_accuracy"], "sum": test["test_sum_accuracy"]}
 
 
 def run(config: config_lib.Config, decays: Sequence[float], mnist: data.Mnist,
