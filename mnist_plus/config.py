@@ -69,6 +69,9 @@ class Config:
                                   "[1 - s, 1 + s] (log-uniform; 0: off)")
     augment_shear: float = _field(0.0, "randomly shear training images horizontally by up to "
                                   "this factor (0: off)")
+    augment_elastic: float = _field(0.0, "randomly distort training images with a smooth "
+                                    "(elastic) displacement field that moves pixels by this "
+                                    "many pixels per axis, root mean square (0: off)")
     holdout: str = _field("none", "(digit, number) pairs never shown in training, to test "
                           "whether the adder generalises: 'sum9' (all pairs adding to 9) or "
                           "'random20' (20 pairs drawn from the seed)", choices=HOLDOUTS)
@@ -102,7 +105,8 @@ class Config:
 def augment(config: Config) -> Augment:
     """The training-image transforms the config asks for."""
     return Augment(config.augment_shift, float(config.augment_rotate),
-                   float(config.augment_scale), float(config.augment_shear))
+                   float(config.augment_scale), float(config.augment_shear),
+                   float(config.augment_elastic))
 
 
 def profile_window(text: str) -> tuple[int, int] | None:
@@ -148,7 +152,8 @@ def validate(config: Config, train_size: int | None = None) -> Config:
         raise bad("seed", config.seed, "it must be an integer from 0 to 2**63 - 1")
     if not (isinstance(config.augment_shift, int) and 0 <= config.augment_shift <= 8):
         raise bad("augment_shift", config.augment_shift, "it must be an integer in 0..8")
-    for name, top in (("augment_rotate", 90.0), ("augment_scale", 0.5), ("augment_shear", 1.0)):
+    for name, top in (("augment_rotate", 90.0), ("augment_scale", 0.5), ("augment_shear", 1.0),
+                      ("augment_elastic", 4.0)):
         value = getattr(config, name)
         if not (isinstance(value, (int, float)) and not isinstance(value, bool)
                 and 0 <= value <= top):
@@ -201,7 +206,8 @@ def to_dict(config: Config) -> dict[str, Any]:
 # Fields added after runs were first stored, with the value that reproduces the runs
 # stored before them: a stored config without the field gets this, not today's default.
 ADDED_LATER: dict[str, Any] = {"augment_rotate": 0.0, "augment_scale": 0.0,
-                               "augment_shear": 0.0, "digit_head": "pool",
+                               "augment_shear": 0.0, "augment_elastic": 0.0,
+                               "digit_head": "pool",
                                "label_smoothing": 0.0, "stem_width": 0, "extra_convs": 0}
 
 

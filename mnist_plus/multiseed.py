@@ -84,9 +84,10 @@ def _placer(mesh: Mesh | None) -> Callable[[Any], Any]:
 def epoch_plans(seeds: Sequence[int], epoch: int, labels: np.ndarray,
                 augment: sampler.Augment = sampler.NO_AUGMENT, holdout: str = "none"
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
-    """[K, N] example orders, numbers, [K, N, 2] shifts and [K, N, 2, 2] warp maps (None
-    without affine augmentation): each seed's own stream, as the single-seed loops draw
-    it (`sampler.epoch_plan`, `sampler.epoch_shifts`, `sampler.epoch_warps`)."""
+    """[K, N] example orders, numbers, [K, N, 2] shifts and [K, N, 2, 2(+G*G)] warp maps
+    (None without affine or elastic augmentation): each seed's own stream, as the
+    single-seed loops draw it (`sampler.epoch_plan`, `sampler.epoch_shifts`,
+    `sampler.epoch_warps`)."""
     n = len(labels)
     plans = [sampler.epoch_plan(s, epoch, n, labels, sampler.held_out_pairs(holdout, s))
              for s in seeds]
@@ -108,7 +109,8 @@ def stacked_batch(images: np.ndarray, labels: np.ndarray, plans: tuple[np.ndarra
     flat = batch_images.reshape((-1,) + batch_images.shape[2:])
     batch_images = sampler.augment_images(
         flat, augment, shifts[:, sl].reshape(-1, 2),
-        None if maps is None else maps[:, sl].reshape(-1, 2, 2)).reshape(batch_images.shape)
+        None if maps is None else maps[:, sl].reshape((-1,) + maps.shape[2:])
+    ).reshape(batch_images.shape)
     return sampler.make_batch(batch_images, labels[idx], numbers[:, sl],
                               mask=np.ones(idx.shape, np.float32))
 

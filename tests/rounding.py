@@ -192,3 +192,34 @@ def evaluator(test_images: np.ndarray, test_labels: np.ndarray, seed: int,
         return metrics_lib.to_host(total)
 
     return evaluate
+
+
+def warp_bound(images: np.ndarray, maps: np.ndarray) -> float:
+    """The most that NumPy's and XLA's `sampler.warp` of `images` by `maps` can differ,
+    from what the code guarantees rather than from one machine's rounding.
+
+    Each source coordinate is a sum of products (2 affine terms, the centre, and the
+    G*G elastic terms): each program's rounding error is at most (terms + 1) * u times
+    the sum of the terms' magnitudes (u = 2**-24), so the two differ by at most twice
+    that. Bilinear interpolation is continuous in the coordinates (the floor's
+    remainder is exact), with slope at most the largest step between neighbouring
+    pixels (background padding included), per coordinate. The lerps add a few ulps of
+    the largest pixel value on each side.
+    """
+    u = EPS32 / 2
+    side = images.shape[1]
+    fill = float(sampler.normalise(np.zeros((1, 1, 1, 1), np.uint8)).reshape(()))
+    padded = np.pad(images[..., 0].astype(np.float64), ((0, 0), (1, 2), (1, 2)),
+                    constant_values=fill)
+    step = max(np.abs(np.diff(padded, axis=1)).max(), np.abs(np.diff(padded, axis=2)).max())
+    offset = (side - 1) / 2 + 8.0                   # |pixel - centre - shift|, shifts <= 8
+    maps = np.abs(maps.astype(np.float64))
+    magnitude = (maps[:, :, 0] + maps[:, :, 1]) * offset + (side - 1) / 2   # [N, 2]
+    terms = 3
+    if maps.shape[-1] > 2:
+        basis = np.abs(sampler.elastic_basis(side, int(np.sqrt(maps.shape[-1] - 2))))
+        magnitude = magnitude + (maps[:, :, 2:] @ basis.T.astype(np.float64)).max(axis=-1)
+        terms += maps.shape[-1] - 2
+    coordinate = 2 * (terms + 1) * u * magnitude.max(axis=0)              # [row, column]
+    lerps = 2 * 8 * u * np.abs(padded).max()
+    return float(step * coordinate.sum() + lerps)

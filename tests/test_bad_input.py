@@ -168,6 +168,8 @@ def test_offline_without_any_data(cli, finished_workdir, tmp_path):
     (["--label-smoothing", "1"], "--label-smoothing 1.0 is invalid: it must be in [0, 1)"),
     (["--augment-scale", "-0.1"], "--augment-scale -0.1 is invalid: it must be a number from "
                                   "0 (off) to 0.5"),
+    (["--augment-elastic", "5"], "--augment-elastic 5.0 is invalid: it must be a number from "
+                                 "0 (off) to 4"),
     (["--frobnicate"], "unrecognized arguments: --frobnicate"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 @pytest.mark.slow

@@ -161,7 +161,7 @@ def test_stacked_batches_are_each_seeds_host_loop_batches():
     images = np.arange(40 * 28 * 28, dtype=np.float32).reshape(40, 28, 28, 1)
     labels = np.arange(40, dtype=np.int32) % 10
     seeds = [3, 5, 8]
-    augment = sampler.Augment(shift=2, rotate=10.0, scale=0.1, shear=0.1)
+    augment = sampler.Augment(shift=2, rotate=10.0, scale=0.1, shear=0.1, elastic=1.0)
     plans = multiseed.epoch_plans(seeds, 2, labels, augment=augment, holdout="random20")
     for step in range(4):
         stacked = multiseed.stacked_batch(images, labels, plans, step, 8, augment=augment)

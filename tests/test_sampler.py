@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 from mnist_plus import sampler
+from tests import rounding
 
 
 def _data(n=100):
@@ -113,9 +114,10 @@ def test_translate_is_bit_identical_in_numpy_and_jax():
 
 
 AFFINE = sampler.Augment(shift=1, rotate=10.0, scale=0.1, shear=0.1)
+ELASTIC = sampler.Augment(shift=1, elastic=1.4)
 
 
-@pytest.mark.parametrize("augment", [sampler.Augment(shift=2), AFFINE])
+@pytest.mark.parametrize("augment", [sampler.Augment(shift=2), AFFINE, ELASTIC])
 def test_augmentation_keeps_order_and_numbers(augment):
     images, labels = _data()
     plain = list(sampler.train_batches(images, labels, 0, 1, 32))
@@ -179,6 +181,47 @@ def test_warp_in_numpy_and_jax_agree_to_float_rounding():
         images, maps, shifts))
     np.testing.assert_allclose(on_device, on_host, rtol=0, atol=1e-4)
     assert not np.allclose(on_host, images, atol=1e-2)
+
+
+@pytest.mark.parametrize("augment", [ELASTIC, AFFINE._replace(elastic=1.4)])
+def test_elastic_warp_in_numpy_and_jax_agree_within_the_rounding_bound(augment):
+    images, _ = _data(64)
+    maps = sampler.epoch_warps(1, 2, 64, augment)
+    shifts = sampler.epoch_shifts(1, 2, 64, 1)
+    on_host = sampler.warp(images, maps, shifts)
+    on_device = np.asarray(jax.jit(lambda i, m, s: sampler.warp(i, m, s, xp=jnp))(
+        images, maps, shifts))
+    bound = rounding.warp_bound(images, maps)
+    assert bound < 1e-2  # a bound that says something about pixels of std 1
+    np.testing.assert_allclose(on_device, on_host, rtol=0, atol=bound)
+    assert not np.allclose(on_host, images, atol=1e-2)
+
+
+def test_elastic_displacement_is_the_configured_pixel_distance_and_leaves_the_affine_part():
+    maps = sampler.epoch_warps(0, 0, 5000, ELASTIC._replace(rotate=10.0))
+    grid = sampler.ELASTIC_GRID
+    assert maps.shape == (5000, 2, 2 + grid * grid) and maps.dtype == np.float32
+    field = maps[:, :, 2:].astype(np.float64) @ sampler.elastic_basis(28, grid).T
+    rms = np.sqrt(np.mean(field ** 2))
+    assert abs(rms - 1.4) < 0.03 * 1.4      # expected exactly 1.4; ~0.3% sampling spread
+    # Smooth: neighbouring pixels move nearly alike, pixels far apart independently.
+    field = field.reshape(5000, 2, 28, 28)
+    assert np.corrcoef(field[:, 0, 10, 10], field[:, 0, 10, 11])[0, 1] > 0.9
+    assert abs(np.corrcoef(field[:, 0, 2, 2], field[:, 0, 25, 25])[0, 1]) < 0.1
+    np.testing.assert_array_equal(
+        maps[:, :, :2], sampler.epoch_warps(0, 0, 5000, sampler.Augment(shift=1, rotate=10.0)))
+
+
+def test_warp_with_a_zero_elastic_field_is_the_affine_warp():
+    images, _ = _data(16)
+    maps = sampler.epoch_warps(0, 0, 16, AFFINE._replace(elastic=1.0))
+    flat = maps.copy()
+    flat[:, :, 2:] = 0
+    shifts = sampler.epoch_shifts(0, 0, 16, 1)
+    np.testing.assert_array_equal(sampler.warp(images, flat, shifts),
+                                  sampler.warp(images, maps[:, :, :2], shifts))
+    assert not np.allclose(sampler.warp(images, maps, shifts),
+                           sampler.warp(images, flat, shifts), atol=1e-2)
 
 
 def test_held_out_pairs_never_appear_in_training():
