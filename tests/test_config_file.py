@@ -148,4 +148,4 @@ def test_a_stored_config_without_a_later_field_gets_the_value_it_ran_with():
     old = config_lib.from_dict(stored)  # stored before the fields existed
     for name, value in config_lib.ADDED_LATER.items():
         assert getattr(old, name) == value
-    assert config_lib.augment(old) == (1, 0.0, 0.0, 0.0)  # shifts only, as those runs did
+    assert config_lib.augment(old) == (1, 0.0, 0.0, 0.0, 0.0)  # shifts only, as those runs did
