@@ -199,7 +199,8 @@ def warp_bound(images: np.ndarray, maps: np.ndarray) -> float:
     from what the code guarantees rather than from one machine's rounding.
 
     Each source coordinate is a sum of products (2 affine terms, the centre, and the
-    G*G elastic terms): each program's rounding error is at most (terms + 1) * u times
+    G*G elastic terms, summed as two products of G terms each, which rounds no worse
+    than one sum of G*G): each program's rounding error is at most (terms + 1) * u times
     the sum of the terms' magnitudes (u = 2**-24), so the two differ by at most twice
     that. Bilinear interpolation is continuous in the coordinates (the floor's
     remainder is exact), with slope at most the largest step between neighbouring
