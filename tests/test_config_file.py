@@ -10,6 +10,8 @@ from mnist_plus import cli
 from mnist_plus import config as config_lib
 from mnist_plus import train
 from mnist_plus.benchmark import parse_args as benchmark_parse_args
+from mnist_plus.model import build_model, param_count
+from mnist_plus.state import abstract_state
 from tests.conftest import REPO, tiny_config
 
 
@@ -78,6 +80,16 @@ def test_the_example_config_file_is_the_default_config():
     assert values  # it sets something
     defaults = config_lib.to_dict(config_lib.Config())
     assert {k: defaults[k] for k in values} == values
+
+
+def test_the_wider_config_file_is_the_measured_layout_and_builds():
+    # The fields its docstring's figures were measured with (README, "Over five seeds").
+    path = os.path.join(REPO, "experiments", "configs", "wider.py")
+    values = config_lib.load_file(path)
+    assert values == {"stem_width": 8, "width": 20, "extra_convs": 2}
+    config = config_lib.validate(config_lib.Config(**values))
+    assert param_count(abstract_state(config).params) == 26717
+    assert build_model(config).extra_convs == 2
 
 
 @pytest.mark.parametrize("name, text, expected", [

@@ -1,0 +1,16 @@
+"""The most accurate layout measured at 10 epochs, for a third more time per epoch:
+`python -m mnist_plus.train --config experiments/configs/wider.py --workdir runs/`.
+
+Width 20 instead of 16, an 8-channel first block (the only one at 26x26), and a 'same'
+3x3 block after each of the 7x7 and 5x5 blocks (26,717 parameters against 16,429).
+Measured on 2026-11-29 (2-core AVX-512; README, "Over five seeds"): seeds 0-4 end at
+99.56 ± 0.05% digit / 99.52 ± 0.05% sum against the default's 99.48 ± 0.02 / 99.44 ± 0.05,
+and an idle host-loop epoch takes 11.8 s against the default's 8.9 s in the same rounds.
+It fits its training images better (99.71-99.76% against 99.64-99.67%,
+`experiments/fit.py`), which is what the default lacks. Not the default: the accuracy issue
+asks for no slower an epoch, and this one is 1.33x.
+"""
+
+
+def get_config():
+    return {"stem_width": 8, "width": 20, "extra_convs": 2}
