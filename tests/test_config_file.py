@@ -82,13 +82,17 @@ def test_the_example_config_file_is_the_default_config():
     assert {k: defaults[k] for k in values} == values
 
 
-def test_the_wider_config_file_is_the_measured_layout_and_builds():
-    # The fields its docstring's figures were measured with (README, "Over five seeds").
-    path = os.path.join(REPO, "experiments", "configs", "wider.py")
-    values = config_lib.load_file(path)
-    assert values == {"stem_width": 8, "width": 20, "extra_convs": 2}
+@pytest.mark.parametrize("name, fields, params", [
+    ("wider.py", {"stem_width": 8, "width": 20, "extra_convs": 2}, 26717),
+    ("accurate.py", {"stem_width": 8, "width": 32, "extra_convs": 2, "augment_rotate": 10.0,
+                     "augment_scale": 0.1, "augment_shear": 0.1}, 55925),
+])
+def test_the_measured_config_files_hold_the_measured_fields_and_build(name, fields, params):
+    # The fields their docstrings' figures were measured with (README, "Over five seeds").
+    values = config_lib.load_file(os.path.join(REPO, "experiments", "configs", name))
+    assert values == fields
     config = config_lib.validate(config_lib.Config(**values))
-    assert param_count(abstract_state(config).params) == 26717
+    assert param_count(abstract_state(config).params) == params
     assert build_model(config).extra_convs == 2
 
 
