@@ -33,7 +33,7 @@ def digit_accuracy(run: trained.Trained, images: np.ndarray, labels: np.ndarray)
     """Fraction of `images` (uint8 [N,28,28,1]) whose predicted digit is the label."""
     numbers = np.zeros(len(labels), np.int64)  # the digit head does not read the number
     predictions = trained.predict(run, images, numbers)
-    return float(np.mean(predictions.digit_probs.argmax(axis=1) == labels))
+    return float(np.mean(predictions.digit == labels))
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
