@@ -21,7 +21,7 @@ from typing import Any, Mapping
 
 from mnist_plus import atomic
 from mnist_plus.errors import UsageError
-from mnist_plus.model import ADDER_INPUTS, ADDERS, DIGIT_HEADS
+from mnist_plus.model import ADDER_INPUTS, ADDERS, DIGIT_HEADS, STEMS
 from mnist_plus.sampler import HOLDOUTS, Augment, steps_per_epoch
 
 LOOPS = ("auto", "host", "scan")
@@ -54,6 +54,10 @@ class Config:
                         choices=ADDERS)
     stem_width: int = _field(0, "channels of the first conv block, the only one at 26x26 "
                              "(0: --width); fewer makes a step cheaper")
+    stem: str = _field("conv", "how the 28x28 image becomes the first 13x13 feature map: "
+                       "'conv' (a 3x3 conv block at 26x26, then a 2x2 max-pool) or 'patch' "
+                       "(one 4x4 stride-2 conv block: each cell sees the same 4x4 pixels, "
+                       "with no 26x26 activations)", choices=STEMS)
     extra_convs: int = _field(0, "extra 3x3 'same' conv blocks, one after each of the last N "
                               "of the 11x11, 9x9, 7x7, 5x5 blocks (0..4): depth where pixels "
                               "are few")
@@ -208,7 +212,8 @@ def to_dict(config: Config) -> dict[str, Any]:
 ADDED_LATER: dict[str, Any] = {"augment_rotate": 0.0, "augment_scale": 0.0,
                                "augment_shear": 0.0, "augment_elastic": 0.0,
                                "digit_head": "pool",
-                               "label_smoothing": 0.0, "stem_width": 0, "extra_convs": 0}
+                               "label_smoothing": 0.0, "stem_width": 0, "extra_convs": 0,
+                               "stem": "conv"}
 
 
 def from_dict(values: dict[str, Any]) -> Config:

@@ -19,6 +19,7 @@ from mnist_plus.sampler import NUM_NUMBERS, NUM_SUMS
 ADDER_INPUTS = ("logits", "probs", "features")
 ADDERS = ("mlp", "shift")
 DIGIT_HEADS = ("pool", "conv")
+STEMS = ("conv", "patch")
 SHIFT_MARGIN = 1e4  # how far below the smallest digit logit ShiftAdder puts impossible sums
 
 
@@ -28,11 +29,12 @@ class ConvBlock(nn.Module):
     features: int
     kernel: int = 3
     padding: str = "VALID"
+    stride: int = 1
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        x = nn.Conv(self.features, (self.kernel, self.kernel), padding=self.padding,
-                    use_bias=False)(x)
+        x = nn.Conv(self.features, (self.kernel, self.kernel), strides=self.stride,
+                    padding=self.padding, use_bias=False)(x)
         x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
         return nn.relu(x)
 
@@ -54,18 +56,25 @@ class DigitNet(nn.Module):
 
     Pooling right after the first conv keeps every later conv at 13x13 or less:
     on a CPU, XLA's convolutions dominate the step and cost in proportion to the
-    pixels they visit (measured: README, Performance).
+    pixels they visit (measured: README, Performance). The 'patch' stem reaches the
+    same 13x13 grid, each cell seeing the same 4x4 pixels, with one 4x4 stride-2 conv:
+    no 26x26 activations, whose conv (one input channel), BatchNorm and pool cost far
+    more than their FLOPs on XLA:CPU.
     """
 
     width: int = 16
     head: str = "pool"  # 5x5xwidth -> 1x1x10: see DIGIT_HEADS and Config.digit_head
     stem_width: int = 0  # channels of the 26x26 block (0: width)
     extra_convs: int = 0  # 'same' blocks after the last N of the 11, 9, 7, 5 blocks
+    stem: str = "conv"  # how 28x28 becomes 13x13: see STEMS and Config.stem
 
     @nn.compact
     def __call__(self, image: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
-        x = ConvBlock(self.stem_width or self.width)(image, train)  # 26x26
-        x = max_pool_2x2(x)                          # 13x13
+        if self.stem == "patch":
+            x = ConvBlock(self.stem_width or self.width, kernel=4, stride=2)(image, train)  # 13x13
+        else:
+            x = ConvBlock(self.stem_width or self.width)(image, train)  # 26x26
+            x = max_pool_2x2(x)                      # 13x13
         for i in range(4):
             x = ConvBlock(self.width)(x, train)      # 11, 9, 7, 5
             if i >= 4 - self.extra_convs:            # keeps the side: depth where it is cheap
@@ -126,6 +135,7 @@ class MnistPlusNet(nn.Module):
     digit_head: str = "pool"     # how 5x5 features become 10 digit logits: see DIGIT_HEADS
     stem_width: int = 0          # channels of the first (26x26) conv block; 0: width
     extra_convs: int = 0         # extra 'same' conv blocks at the smallest sides (0..4)
+    stem: str = "conv"           # how 28x28 becomes 13x13: see STEMS and Config.stem
 
     def setup(self):
         if self.adder_input not in ADDER_INPUTS:
@@ -136,7 +146,10 @@ class MnistPlusNet(nn.Module):
             raise ValueError(f"the shift adder reads digit logits, not {self.adder_input!r}")
         if self.digit_head not in DIGIT_HEADS:
             raise ValueError(f"digit_head must be one of {DIGIT_HEADS}, not {self.digit_head!r}")
-        self.digit_net = DigitNet(self.width, self.digit_head, self.stem_width, self.extra_convs)
+        if self.stem not in STEMS:
+            raise ValueError(f"stem must be one of {STEMS}, not {self.stem!r}")
+        self.digit_net = DigitNet(self.width, self.digit_head, self.stem_width, self.extra_convs,
+                                  self.stem)
         # Named `adder` either way: the MLP's parameters keep their checkpoint path.
         self.adder = Adder(self.adder_hidden) if self.adder_kind == "mlp" else ShiftAdder()
 

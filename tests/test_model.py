@@ -73,6 +73,38 @@ def test_stem_width_and_extra_convs_shape_the_digit_net():
     assert conv_shapes(MnistPlusNet(width=16)) == [
         (28, 1, 16, 3), (13, 16, 16, 3), (11, 16, 16, 3), (9, 16, 16, 3), (7, 16, 16, 3),
         (5, 16, 10, 1)]
+    # The patch stem replaces only the first block: a 4x4 conv, then the same 13x13 body.
+    assert conv_shapes(MnistPlusNet(width=16, stem="patch")) == [
+        (28, 1, 16, 4), (13, 16, 16, 3), (11, 16, 16, 3), (9, 16, 16, 3), (7, 16, 16, 3),
+        (5, 16, 10, 1)]
+    with pytest.raises(ValueError, match="stem"):
+        MnistPlusNet(stem="pool").init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)),
+                                       jnp.zeros((1, 10)))
+
+
+def test_patch_stem_gives_each_cell_of_the_13x13_map_one_4x4_patch_at_stride_2():
+    """The geometry the conv stem has (a 3x3 conv then a 2x2 pool: cell i sees rows
+    2i..2i+3), so the body after it is unchanged: a pixel reaches exactly the cells whose
+    patch holds it, and every pixel reaches some cell."""
+    from mnist_plus.model import ConvBlock
+
+    block = ConvBlock(8, kernel=4, stride=2)
+    image = jnp.zeros((1, 28, 28, 1))
+    variables = block.init(jax.random.key(0), image, False)
+    base = np.asarray(block.apply(variables, image, False))
+    assert base.shape == (1, 13, 13, 8)
+
+    def cells(pixel: int) -> set[int]:
+        return {i for i in range(13) if 2 * i <= pixel <= 2 * i + 3}
+
+    for r, c in [(0, 0), (2, 2), (13, 6), (27, 27), (26, 1)]:
+        changed = np.zeros((13, 13), bool)
+        for sign in (1.0, -1.0):  # one of the two passes the ReLU in some channel
+            out = np.asarray(block.apply(variables, image.at[0, r, c, 0].set(sign), False))
+            changed |= np.any(out[0] != base[0], axis=-1)
+        assert {tuple(ij) for ij in np.argwhere(changed)} == {
+            (i, j) for i in cells(r) for j in cells(c)}
+    assert all(cells(p) for p in range(28))
 
 
 def test_unknown_adder_input_is_refused():
