@@ -134,6 +134,9 @@ def main() -> None:
     parser.add_argument("--adders", default="mlp,shift")
     parser.add_argument("--adder-inputs", default="logits",
                         help="what the mlp adder sees (the shift adder always reads logits)")
+    parser.add_argument("--preset", choices=sorted(config_lib.PRESETS), default="conv_stem",
+                        help="model and recipe (config.PRESETS); the tables were made with "
+                             "conv_stem")
     parser.add_argument("--out", default="experiments/results/adder")
     parser.add_argument("--tfds-dir", default="")
     parser.add_argument("--mnist-dir", default="")
@@ -148,7 +151,9 @@ def main() -> None:
     for holdout in args.holdouts.split(","):
         for adder, adder_input in heads:
             name = f"{adder}-{adder_input}" if adder == "mlp" else adder
-            config = config_lib.Config(epochs=args.epochs, seed=args.seed, holdout=holdout,
+            config = config_lib.Config(**{**config_lib.PRESETS[args.preset],
+                                          "epochs": args.epochs},
+                                       seed=args.seed, holdout=holdout,
                                        adder=adder, adder_input=adder_input,
                                        tfds_dir=args.tfds_dir, mnist_dir=args.mnist_dir,
                                        progress=False, report=False)

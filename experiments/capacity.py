@@ -73,6 +73,9 @@ def main() -> None:
     parser.add_argument("--widths", default="8,16,24")
     parser.add_argument("--epochs", default="1,3,10")
     parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--preset", choices=sorted(config_lib.PRESETS), default="conv_stem",
+                        help="model and recipe (config.PRESETS) whose width and epochs vary; "
+                             "the table was made with conv_stem")
     parser.add_argument("--out", default="experiments/results/capacity")
     parser.add_argument("--tfds-dir", default="")
     parser.add_argument("--mnist-dir", default="")
@@ -83,27 +86,29 @@ def main() -> None:
     if os.path.exists(results):  # resumable: finished runs are not repeated
         for line in open(results):
             r = json.loads(line)
-            done[(r["width"], r["epochs"], r["seed"])] = r
+            # Rows from before --preset were made with the conv stem.
+            done[(r.get("preset", "conv_stem"), r["width"], r["epochs"], r["seed"])] = r
     for width in _ints(args.widths):
         for epochs in _ints(args.epochs):
             for seed in _ints(args.seeds):
-                if (width, epochs, seed) in done:
+                if (args.preset, width, epochs, seed) in done:
                     continue
-                config = config_lib.Config(epochs=epochs, width=width, seed=seed,
+                config = config_lib.Config(**{**config_lib.PRESETS[args.preset],
+                                              "epochs": epochs, "width": width}, seed=seed,
                                            tfds_dir=args.tfds_dir, mnist_dir=args.mnist_dir,
                                            progress=False, report=False, log_every_steps=0)
                 workdir = os.path.join(args.out, f"w{width}-e{epochs}-s{seed}")
                 summary = train_and_evaluate(config, workdir, log=lambda s: None)
-                row = {"width": width, "epochs": epochs, "seed": seed,
+                row = {"preset": args.preset, "width": width, "epochs": epochs, "seed": seed,
                        "parameters": param_count(create_state(config, 1).params),
                        "digit_accuracy": summary["final"]["test_digit_accuracy"],
                        "sum_accuracy": summary["final"]["test_sum_accuracy"],
                        "train_seconds": summary["train_seconds"]}
-                done[(width, epochs, seed)] = row
+                done[(args.preset, width, epochs, seed)] = row
                 with open(results, "a") as f:
                     f.write(json.dumps(row) + "\n")
                 print(json.dumps(row), flush=True)
-    rows = list(done.values())
+    rows = [r for key, r in done.items() if key[0] == args.preset]
     print(table(rows))
     with open(os.path.join(args.out, "table.md"), "w") as f:
         f.write(table(rows) + "\n")

@@ -79,13 +79,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=config_lib.Config.epochs)
     parser.add_argument("--mnist-dir", default=os.environ.get("MNIST_PLUS_MNIST_DIR", ""))
     parser.add_argument("--tfds-dir", default="")
+    parser.add_argument("--preset", choices=sorted(config_lib.PRESETS), default="conv_stem",
+                        help="model and recipe (config.PRESETS); the README's rows were made "
+                             "with conv_stem")
     parser.add_argument("--json", default="", help="write every row here")
     args = parser.parse_args(argv)
     mnist = data.load_mnist(args.tfds_dir or None, args.mnist_dir or None)
     decays = [float(d) for d in args.decays.split(",")]
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
-        rows += run(config_lib.Config(seed=seed, epochs=args.epochs), decays, mnist)
+        rows += run(config_lib.Config(**config_lib.PRESETS[args.preset], seed=seed,
+                                      epochs=args.epochs), decays, mnist)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

@@ -65,8 +65,8 @@ class DigitNet(nn.Module):
     width: int = 16
     head: str = "pool"  # 5x5xwidth -> 1x1x10: see DIGIT_HEADS and Config.digit_head
     stem_width: int = 0  # channels of the 26x26 block (0: width)
-    extra_convs: int = 0  # 'same' blocks after the last N of the 11, 9, 7, 5 blocks
-    stem: str = "conv"  # how 28x28 becomes 13x13: see STEMS and Config.stem
+    extra_convs: int = 2  # 'same' blocks after the last N of the 11, 9, 7, 5 blocks
+    stem: str = "patch"  # how 28x28 becomes 13x13: see STEMS and Config.stem
 
     @nn.compact
     def __call__(self, image: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
@@ -134,8 +134,8 @@ class MnistPlusNet(nn.Module):
     adder_kind: str = "mlp"      # the sum head (Config.adder): see ADDERS
     digit_head: str = "pool"     # how 5x5 features become 10 digit logits: see DIGIT_HEADS
     stem_width: int = 0          # channels of the first (26x26) conv block; 0: width
-    extra_convs: int = 0         # extra 'same' conv blocks at the smallest sides (0..4)
-    stem: str = "conv"           # how 28x28 becomes 13x13: see STEMS and Config.stem
+    extra_convs: int = 2         # extra 'same' conv blocks at the smallest sides (0..4)
+    stem: str = "patch"          # how 28x28 becomes 13x13: see STEMS and Config.stem
 
     def setup(self):
         if self.adder_input not in ADDER_INPUTS:

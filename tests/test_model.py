@@ -66,17 +66,23 @@ def test_digit_head_pool_averages_class_maps_and_conv_weighs_each_position():
 def test_stem_width_and_extra_convs_shape_the_digit_net():
     from mnist_plus.model import conv_shapes
     # (input side, in channels, out channels, kernel) of every conv, in order.
-    assert conv_shapes(MnistPlusNet(width=16, stem_width=8, extra_convs=2)) == [
+    assert conv_shapes(MnistPlusNet(width=16, stem="conv", stem_width=8, extra_convs=2)) == [
         (28, 1, 8, 3), (13, 8, 16, 3), (11, 16, 16, 3), (9, 16, 16, 3),
         (7, 16, 16, 3), (7, 16, 16, 3),   # an extra 'same' block keeps the side: 7 -> 7
         (5, 16, 16, 3), (5, 16, 10, 1)]
-    assert conv_shapes(MnistPlusNet(width=16)) == [
+    assert conv_shapes(MnistPlusNet(width=16, stem="conv", extra_convs=0)) == [
         (28, 1, 16, 3), (13, 16, 16, 3), (11, 16, 16, 3), (9, 16, 16, 3), (7, 16, 16, 3),
         (5, 16, 10, 1)]
     # The patch stem replaces only the first block: a 4x4 conv, then the same 13x13 body.
-    assert conv_shapes(MnistPlusNet(width=16, stem="patch")) == [
+    assert conv_shapes(MnistPlusNet(width=16, stem="patch", extra_convs=0)) == [
         (28, 1, 16, 4), (13, 16, 16, 3), (11, 16, 16, 3), (9, 16, 16, 3), (7, 16, 16, 3),
         (5, 16, 10, 1)]
+    # The default: the patch stem and a 'same' block after the 7x7 and 5x5 blocks.
+    from mnist_plus.config import Config
+    from mnist_plus.model import build_model
+    assert conv_shapes(build_model(Config())) == conv_shapes(MnistPlusNet()) == [
+        (28, 1, 16, 4), (13, 16, 16, 3), (11, 16, 16, 3), (9, 16, 16, 3), (7, 16, 16, 3),
+        (7, 16, 16, 3), (5, 16, 16, 3), (5, 16, 10, 1)]
     with pytest.raises(ValueError, match="stem"):
         MnistPlusNet(stem="pool").init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)),
                                        jnp.zeros((1, 10)))

@@ -16,5 +16,5 @@ default: the issue asks for no slower an epoch.
 
 
 def get_config():
-    return {"stem_width": 8, "width": 32, "extra_convs": 2,
+    return {"stem": "conv", "stem_width": 8, "width": 32, "extra_convs": 2,
             "augment_rotate": 10.0, "augment_scale": 0.1, "augment_shear": 0.1}

@@ -13,4 +13,4 @@ asks for no slower an epoch, and this one is 1.33x.
 
 
 def get_config():
-    return {"stem_width": 8, "width": 20, "extra_convs": 2}
+    return {"stem": "conv", "stem_width": 8, "width": 20, "extra_convs": 2}
