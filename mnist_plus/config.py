@@ -131,9 +131,10 @@ def profile_window(text: str) -> tuple[int, int] | None:
 # Named variations of the defaults, as data. `fast`: the time-to-accuracy benchmark's
 # recipe, the quickest measured to 99.0% digit and sum on every seed tried: a 2-epoch
 # one-cycle schedule (completed, not cut off), batch 64 (more steps per epoch), and the
-# patch stem with 8 channels and no extra blocks (the cheapest step measured). Measured on AVX-512, seeds 0-4: all reach 99.0% after epoch 2
-# (digit 99.15-99.25%, sum 99.03-99.26%) in 12.0 s on average, where the previous preset
-# (the same on the conv stem) took 18.6 s in the same session (README, "Time to accuracy").
+# patch stem with 8 channels and no extra blocks (the cheapest step measured). Measured
+# on AVX-512, seeds 0-4: all reach 99.0% after epoch 2 (digit 99.15-99.25%, sum
+# 99.03-99.26%) in 12.0 s on average, where the previous preset (the same on the conv
+# stem) took 18.6 s in the same session (README, "Time to accuracy").
 # `conv_stem`: the default model until 2026-11-29 (the 26x26 conv stem and its pool, no
 # extra blocks; 16,429 parameters), which every earlier figure was measured on; the
 # experiments whose tables were made with it (adder, capacity, EMA) default to it.

@@ -64,14 +64,14 @@ class DigitNet(nn.Module):
 
     width: int = 16
     head: str = "pool"  # 5x5xwidth -> 1x1x10: see DIGIT_HEADS and Config.digit_head
-    stem_width: int = 0  # channels of the 26x26 block (0: width)
+    stem_width: int = 0  # channels of the stem's conv (0: width)
     extra_convs: int = 2  # 'same' blocks after the last N of the 11, 9, 7, 5 blocks
     stem: str = "patch"  # how 28x28 becomes 13x13: see STEMS and Config.stem
 
     @nn.compact
     def __call__(self, image: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
-        if self.stem == "patch":
-            x = ConvBlock(self.stem_width or self.width, kernel=4, stride=2)(image, train)  # 13x13
+        if self.stem == "patch":                     # 28x28 -> 13x13 in one block
+            x = ConvBlock(self.stem_width or self.width, kernel=4, stride=2)(image, train)
         else:
             x = ConvBlock(self.stem_width or self.width)(image, train)  # 26x26
             x = max_pool_2x2(x)                      # 13x13
@@ -133,7 +133,7 @@ class MnistPlusNet(nn.Module):
     adder_input: str = "logits"  # what the adder sees of the image: see ADDER_INPUTS
     adder_kind: str = "mlp"      # the sum head (Config.adder): see ADDERS
     digit_head: str = "pool"     # how 5x5 features become 10 digit logits: see DIGIT_HEADS
-    stem_width: int = 0          # channels of the first (26x26) conv block; 0: width
+    stem_width: int = 0          # channels of the stem's conv; 0: width
     extra_convs: int = 2         # extra 'same' conv blocks at the smallest sides (0..4)
     stem: str = "patch"          # how 28x28 becomes 13x13: see STEMS and Config.stem
 
