@@ -151,10 +151,8 @@ def main() -> None:
     for holdout in args.holdouts.split(","):
         for adder, adder_input in heads:
             name = f"{adder}-{adder_input}" if adder == "mlp" else adder
-            config = config_lib.Config(**{**config_lib.PRESETS[args.preset],
-                                          "epochs": args.epochs},
-                                       seed=args.seed, holdout=holdout,
-                                       adder=adder, adder_input=adder_input,
+            config = config_lib.preset(args.preset, epochs=args.epochs, seed=args.seed,
+                                       holdout=holdout, adder=adder, adder_input=adder_input,
                                        tfds_dir=args.tfds_dir, mnist_dir=args.mnist_dir,
                                        progress=False, report=False)
             workdir = os.path.join(args.out, f"{holdout}-{name}")

@@ -93,8 +93,7 @@ def main() -> None:
             for seed in _ints(args.seeds):
                 if (args.preset, width, epochs, seed) in done:
                     continue
-                config = config_lib.Config(**{**config_lib.PRESETS[args.preset],
-                                              "epochs": epochs, "width": width}, seed=seed,
+                config = config_lib.preset(args.preset, epochs=epochs, width=width, seed=seed,
                                            tfds_dir=args.tfds_dir, mnist_dir=args.mnist_dir,
                                            progress=False, report=False, log_every_steps=0)
                 workdir = os.path.join(args.out, f"w{width}-e{epochs}-s{seed}")

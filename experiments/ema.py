@@ -88,8 +88,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     decays = [float(d) for d in args.decays.split(",")]
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
-        rows += run(config_lib.Config(**config_lib.PRESETS[args.preset], seed=seed,
-                                      epochs=args.epochs), decays, mnist)
+        rows += run(config_lib.preset(args.preset, seed=seed, epochs=args.epochs), decays,
+                    mnist)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(rows, f, indent=1)

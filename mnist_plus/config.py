@@ -145,6 +145,12 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
+def preset(name: str, **fields: Any) -> Config:
+    """The Config of a named preset with `fields` over it (a field given wins): how an
+    experiment keeps the model its published table was measured on."""
+    return Config(**{**PRESETS[name], **fields})
+
+
 def validate(config: Config, train_size: int | None = None) -> Config:
     """Reject values that cannot run, with a message naming the flag."""
     def bad(flag: str, value: Any, why: str) -> UsageError:

@@ -82,6 +82,15 @@ def test_the_example_config_file_is_the_default_config():
     assert {k: defaults[k] for k in values} == values
 
 
+def test_the_conv_stem_preset_is_the_earlier_default_model_and_given_fields_win():
+    # The model the experiments' older tables were measured on (README: 16,429 parameters).
+    config = config_lib.preset("conv_stem")
+    assert (config.stem, config.extra_convs) == ("conv", 0)
+    assert param_count(abstract_state(config).params) == 16429
+    assert config_lib.preset("conv_stem", extra_convs=2, seed=3).extra_convs == 2
+    assert config_lib.preset("default") == config_lib.Config()
+
+
 @pytest.mark.parametrize("name, fields, params", [
     ("wider.py", {"stem": "conv", "stem_width": 8, "width": 20, "extra_convs": 2}, 26717),
     ("accurate.py", {"stem": "conv", "stem_width": 8, "width": 32, "extra_convs": 2,
