@@ -92,15 +92,27 @@ def real_mnist_dir() -> str:
 @pytest.fixture(scope="session")
 def real_mnist_run(real_mnist_dir, tmp_path_factory) -> tuple[str, str]:
     """(tfds_dir, workdir) of one epoch of the default config on real MNIST, trained once
-    in-process on one device: the slow tests share it (each used to train its own)."""
+    in-process on one device: the slow tests share it (each used to train its own), and
+    only read it. Under pytest-xdist the workers share it too: the first to need it trains
+    it under a file lock in the session's folder, and the others wait and reuse it (each
+    worker trained its own, 35-40 s, when the session fixture was per worker)."""
+    import fcntl
+
     from mnist_plus import config as config_lib
     from mnist_plus.train import train_and_evaluate
 
-    root = tmp_path_factory.mktemp("real_mnist")
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # above every worker's own folder, one per session
+    root = base / "real_mnist_run"
+    root.mkdir(exist_ok=True)
     tfds_dir, workdir = str(root / "tfds"), str(root / "run")
-    config = config_lib.Config(epochs=1, tfds_dir=tfds_dir, mnist_dir=real_mnist_dir,
-                               progress=False, report=False)
-    train_and_evaluate(config, workdir, log=lambda s: None)
+    with open(root / "lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        if not os.path.exists(os.path.join(workdir, "summary.json")):
+            config = config_lib.Config(epochs=1, tfds_dir=tfds_dir,
+                                       mnist_dir=real_mnist_dir, progress=False, report=False)
+            train_and_evaluate(config, workdir, log=lambda s: None)
     return tfds_dir, workdir
 
 
