@@ -61,6 +61,8 @@ class Config:
     extra_convs: int = _field(2, "extra 3x3 'same' conv blocks, one after each of the last N "
                               "of the 11x11, 9x9, 7x7, 5x5 blocks (0..4): depth where pixels "
                               "are few")
+    late_width: int = _field(0, "channels of the 5x5 blocks, the last before the digit head "
+                             "(0: --width); pixels are few there, so width is cheap")
     digit_head: str = _field("pool", "how the last 5x5 conv features become the 10 digit "
                              "logits: 'pool' (a 1x1 conv to 10, then the average over 5x5) or "
                              "'conv' (one 5x5 conv to 1x1x10, which sees where features are)",
@@ -174,6 +176,8 @@ def validate(config: Config, train_size: int | None = None) -> Config:
             raise bad(name, value, f"it must be a number from 0 (off) to {top:g}")
     if not (isinstance(config.stem_width, int) and config.stem_width >= 0):
         raise bad("stem_width", config.stem_width, "it must be 0 (--width) or a positive integer")
+    if not (isinstance(config.late_width, int) and config.late_width >= 0):
+        raise bad("late_width", config.late_width, "it must be 0 (--width) or a positive integer")
     if not (isinstance(config.extra_convs, int) and 0 <= config.extra_convs <= 4):
         raise bad("extra_convs", config.extra_convs, "it must be an integer in 0..4")
     if not (isinstance(config.num_devices, int) and config.num_devices >= 0):
@@ -223,7 +227,7 @@ ADDED_LATER: dict[str, Any] = {"augment_rotate": 0.0, "augment_scale": 0.0,
                                "augment_shear": 0.0, "augment_elastic": 0.0,
                                "digit_head": "pool",
                                "label_smoothing": 0.0, "stem_width": 0, "extra_convs": 0,
-                               "stem": "conv"}
+                               "stem": "conv", "late_width": 0}
 
 
 def from_dict(values: dict[str, Any]) -> Config:

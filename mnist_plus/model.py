@@ -67,6 +67,7 @@ class DigitNet(nn.Module):
     stem_width: int = 0  # channels of the stem's conv (0: width)
     extra_convs: int = 2  # 'same' blocks after the last N of the 11, 9, 7, 5 blocks
     stem: str = "patch"  # how 28x28 becomes 13x13: see STEMS and Config.stem
+    late_width: int = 0  # channels of the 5x5 blocks (0: width)
 
     @nn.compact
     def __call__(self, image: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
@@ -76,9 +77,10 @@ class DigitNet(nn.Module):
             x = ConvBlock(self.stem_width or self.width)(image, train)  # 26x26
             x = max_pool_2x2(x)                      # 13x13
         for i in range(4):
-            x = ConvBlock(self.width)(x, train)      # 11, 9, 7, 5
+            width = (self.late_width or self.width) if i == 3 else self.width
+            x = ConvBlock(width)(x, train)           # 11, 9, 7, 5
             if i >= 4 - self.extra_convs:            # keeps the side: depth where it is cheap
-                x = ConvBlock(self.width, padding="SAME")(x, train)
+                x = ConvBlock(width, padding="SAME")(x, train)
         features = jnp.mean(x, axis=(1, 2))          # [B, width]
         if self.head == "conv":
             x = nn.Conv(NUM_NUMBERS, x.shape[1:3], padding="VALID")(x)  # 1x1x10
@@ -136,6 +138,7 @@ class MnistPlusNet(nn.Module):
     stem_width: int = 0          # channels of the stem's conv; 0: width
     extra_convs: int = 2         # extra 'same' conv blocks at the smallest sides (0..4)
     stem: str = "patch"          # how 28x28 becomes 13x13: see STEMS and Config.stem
+    late_width: int = 0          # channels of the 5x5 blocks; 0: width
 
     def setup(self):
         if self.adder_input not in ADDER_INPUTS:
@@ -149,7 +152,7 @@ class MnistPlusNet(nn.Module):
         if self.stem not in STEMS:
             raise ValueError(f"stem must be one of {STEMS}, not {self.stem!r}")
         self.digit_net = DigitNet(self.width, self.digit_head, self.stem_width, self.extra_convs,
-                                  self.stem)
+                                  self.stem, self.late_width)
         # Named `adder` either way: the MLP's parameters keep their checkpoint path.
         self.adder = Adder(self.adder_hidden) if self.adder_kind == "mlp" else ShiftAdder()
 

@@ -142,6 +142,9 @@ def test_values_from_a_file_are_range_checked_like_flags(tmp_path, capsys):
     path.write_text('{"epochs": 0}')
     assert cli.run_main(train._main, ["--config", str(path)]) == 2
     assert capsys.readouterr().err.startswith("error: --epochs 0 is invalid")
+    path.write_text('{"late_width": -8}')
+    assert cli.run_main(train._main, ["--config", str(path)]) == 2
+    assert capsys.readouterr().err.startswith("error: --late-width -8 is invalid: it must be 0")
 
 
 def test_run_writes_the_effective_config_and_it_reads_back(prepared_tiny, tmp_path):

@@ -88,6 +88,15 @@ def test_stem_width_and_extra_convs_shape_the_digit_net():
                                        jnp.zeros((1, 10)))
 
 
+def test_late_width_widens_only_the_5x5_blocks():
+    from mnist_plus.model import conv_shapes
+    assert conv_shapes(MnistPlusNet(late_width=32)) == [
+        (28, 1, 16, 4), (13, 16, 16, 3), (11, 16, 16, 3), (9, 16, 16, 3), (7, 16, 16, 3),
+        (7, 16, 32, 3), (5, 32, 32, 3), (5, 32, 10, 1)]
+    assert conv_shapes(MnistPlusNet(late_width=32, extra_convs=0))[-3:] == [
+        (9, 16, 16, 3), (7, 16, 32, 3), (5, 32, 10, 1)]
+
+
 def test_patch_stem_gives_each_cell_of_the_13x13_map_one_4x4_patch_at_stride_2():
     """The geometry the conv stem has (a 3x3 conv then a 2x2 pool: cell i sees rows
     2i..2i+3), so the body after it is unchanged: a pixel reaches exactly the cells whose

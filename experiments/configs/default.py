@@ -24,6 +24,7 @@ def get_config():
         "stem": "patch",
         "stem_width": 0,
         "extra_convs": 2,
+        "late_width": 0,
         "digit_head": "pool",
         "augment_shift": 1,
         "augment_rotate": 0.0,
