@@ -174,10 +174,10 @@ def validate(config: Config, train_size: int | None = None) -> Config:
         if not (isinstance(value, (int, float)) and not isinstance(value, bool)
                 and 0 <= value <= top):
             raise bad(name, value, f"it must be a number from 0 (off) to {top:g}")
-    if not (isinstance(config.stem_width, int) and config.stem_width >= 0):
-        raise bad("stem_width", config.stem_width, "it must be 0 (--width) or a positive integer")
-    if not (isinstance(config.late_width, int) and config.late_width >= 0):
-        raise bad("late_width", config.late_width, "it must be 0 (--width) or a positive integer")
+    for name in ("stem_width", "late_width"):
+        value = getattr(config, name)
+        if not (isinstance(value, int) and value >= 0):
+            raise bad(name, value, "it must be 0 (--width) or a positive integer")
     if not (isinstance(config.extra_convs, int) and 0 <= config.extra_convs <= 4):
         raise bad("extra_convs", config.extra_convs, "it must be an integer in 0..4")
     if not (isinstance(config.num_devices, int) and config.num_devices >= 0):

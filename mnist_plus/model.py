@@ -81,7 +81,7 @@ class DigitNet(nn.Module):
             x = ConvBlock(width)(x, train)           # 11, 9, 7, 5
             if i >= 4 - self.extra_convs:            # keeps the side: depth where it is cheap
                 x = ConvBlock(width, padding="SAME")(x, train)
-        features = jnp.mean(x, axis=(1, 2))          # [B, width]
+        features = jnp.mean(x, axis=(1, 2))          # [B, late_width or width]
         if self.head == "conv":
             x = nn.Conv(NUM_NUMBERS, x.shape[1:3], padding="VALID")(x)  # 1x1x10
         else:
