@@ -95,8 +95,9 @@ def test_the_conv_stem_preset_is_the_earlier_default_model_and_given_fields_win(
     ("wider.py", {"stem": "conv", "stem_width": 8, "width": 20, "extra_convs": 2}, 26717),
     ("accurate.py", {"stem": "conv", "stem_width": 8, "width": 32, "extra_convs": 2,
                      "augment_rotate": 10.0, "augment_scale": 0.1, "augment_shear": 0.1}, 55925),
-    ("late_wide.py", {"late_width": 32, "augment_rotate": 10.0, "augment_scale": 0.1,
-                      "augment_shear": 0.1}, 30653),
+    ("late_wide.py", {"stem": "patch", "extra_convs": 2, "late_width": 32,
+                      "augment_rotate": 10.0, "augment_scale": 0.1, "augment_shear": 0.1},
+     30653),
 ])
 def test_the_measured_config_files_hold_the_measured_fields_and_build(name, fields, params):
     # The fields their docstrings' figures were measured with (README, "Over five seeds").
