@@ -71,10 +71,11 @@ class DigitNet(nn.Module):
 
     @nn.compact
     def __call__(self, image: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
+        stem_width = self.stem_width or self.width
         if self.stem == "patch":                     # 28x28 -> 13x13 in one block
-            x = ConvBlock(self.stem_width or self.width, kernel=4, stride=2)(image, train)
+            x = ConvBlock(stem_width, kernel=4, stride=2)(image, train)
         else:
-            x = ConvBlock(self.stem_width or self.width)(image, train)  # 26x26
+            x = ConvBlock(stem_width)(image, train)  # 26x26
             x = max_pool_2x2(x)                      # 13x13
         for i in range(4):
             width = (self.late_width or self.width) if i == 3 else self.width
