@@ -474,8 +474,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     speed.add_argument("--seeds", type=_int_list, default=[3], metavar="K|S1,S2,..",
                        help="with --time-to-accuracy: K seeds 0..K-1, or a list of seeds")
     speed.add_argument("--preset", choices=sorted(config_lib.PRESETS), default="fast",
-                       help="with --time-to-accuracy: the config preset trained (config flags "
-                            "given on the command line override it)")
+                       help="with --time-to-accuracy: the config preset trained, as defaults: a "
+                            "--config file's fields and the config flags override it")
     speed.add_argument("--compare-pytorch", action="store_true",
                        help="run the write-up in PyTorch (experiments/pytorch_reference.py, "
                             "pip install -e '.[pytorch]') side by side: per epoch and per image "
@@ -490,6 +490,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                        help="torch threads for the baseline (0: torch's default)")
     bench.add_argument("--first-step-only", action="store_true",
                        help="internal: measure process start to first train step and exit")
+    first, _ = parser.parse_known_args(argv)
+    if first.time_to_accuracy:
+        # The preset's fields become the defaults, under a --config file's and the flags'
+        # (the parser applies the file's on every parse, so it wins over the preset).
+        parser.set_defaults(**config_lib.PRESETS[first.preset])
     args = parser.parse_args(argv)
     if args.time_to_accuracy and not 0 < args.time_to_accuracy < 1:
         raise UsageError(f"--time-to-accuracy {args.time_to_accuracy} is invalid: give a "
@@ -581,15 +586,14 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     }
 
 
-def _speed_config(args: argparse.Namespace, argv: Sequence[str]) -> config_lib.Config:
-    """The preset, with the config flags given on the command line on top."""
-    config = dataclasses.replace(config_from_args(args), progress=False, report=False)
-    given = {a.split("=", 1)[0][2:].replace("-", "_") for a in argv if a.startswith("--")}
-    preset = {k: v for k, v in config_lib.PRESETS[args.preset].items() if k not in given}
-    return config_lib.validate(dataclasses.replace(config, **preset))
+def _speed_config(args: argparse.Namespace) -> config_lib.Config:
+    """The config a time-to-accuracy run trains: the preset under the file and the flags
+    (`parse_args` layers them), without the progress bar and report."""
+    return config_lib.validate(dataclasses.replace(config_from_args(args), progress=False,
+                                                   report=False))
 
 
-def run_speed(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
+def run_speed(args: argparse.Namespace) -> dict[str, Any]:
     from mnist_plus import speedrun
 
     mnist_dir = args.mnist_dir or os.environ.get("MNIST_PLUS_MNIST_DIR", "")
@@ -600,7 +604,7 @@ def run_speed(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     log(f"CPU vector ISA: {speedrun.cpu_isa()}; backend {jax.default_backend()}")
     if args.time_to_accuracy:
         seeds = (list(range(args.seeds[0])) if len(args.seeds) == 1 else args.seeds)
-        return speedrun.time_to_accuracy(_speed_config(args, argv), args.time_to_accuracy,
+        return speedrun.time_to_accuracy(_speed_config(args), args.time_to_accuracy,
                                          seeds, mnist_dir, args.compare_pytorch,
                                          args.pytorch_epochs, args.pytorch_threads or None, log)
     config = config_lib.validate(dataclasses.replace(config_from_args(args), progress=False,
@@ -614,7 +618,7 @@ def _main(argv: Sequence[str] | None) -> None:
     args = parse_args(argv)
     config = config_lib.validate(config_from_args(args))
     if args.time_to_accuracy or args.compare_pytorch:
-        results = run_speed(args, argv)
+        results = run_speed(args)
         _write_json(args, results)
         return
     if args.first_step_only:

@@ -151,6 +151,24 @@ def test_time_to_accuracy_reports_every_seed(prepared_tiny, tmp_path):
             in result.stdout)
 
 
+def test_time_to_accuracy_layers_preset_then_config_file_then_flags(tmp_path):
+    """The preset is only the defaults: a --config file's fields beat it, flags beat both,
+    and `--flag=value` counts as given, as `--flag value` does."""
+    fast = config_lib.PRESETS["fast"]
+    path = tmp_path / "tta.json"
+    path.write_text(json.dumps({"epochs": 3, "width": 12}))
+    args = benchmark.parse_args(["--time-to-accuracy", "0.99", "--config", str(path),
+                                 "--width", "10", "--batch-size=48"])
+    config = benchmark._speed_config(args)
+    assert (config.epochs, config.width, config.batch_size) == (3, 10, 48)
+    assert (config.stem, config.stem_width, config.extra_convs) == (
+        fast["stem"], fast["stem_width"], fast["extra_convs"])
+    assert not config.progress and not config.report
+    # Without --time-to-accuracy the preset plays no part: the figures are the default's.
+    plain = benchmark.parse_args(["--preset", "fast"])
+    assert benchmark.config_from_args(plain) == config_lib.Config()
+
+
 def test_compare_pytorch_needs_the_mnist_files(monkeypatch, capsys):
     monkeypatch.delenv("MNIST_PLUS_MNIST_DIR", raising=False)
     with pytest.raises(SystemExit) as exit_info:
