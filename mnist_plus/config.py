@@ -21,10 +21,15 @@ from typing import Any, Mapping
 
 from mnist_plus import atomic
 from mnist_plus.errors import UsageError
-from mnist_plus.model import ADDER_INPUTS, ADDERS, DIGIT_HEADS, STEMS
 from mnist_plus.sampler import HOLDOUTS, Augment, steps_per_epoch
 
 LOOPS = ("auto", "host", "scan")
+# The model's choices (model.py builds and checks them). Named here, not in model.py, so
+# that flags parse and validate without loading jax and flax.
+ADDER_INPUTS = ("logits", "probs", "features")
+ADDERS = ("mlp", "shift")
+DIGIT_HEADS = ("pool", "conv")
+STEMS = ("conv", "patch")
 
 
 def _field(default: Any, help: str, resume: bool = False, choices=None):

@@ -14,12 +14,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from mnist_plus.config import ADDER_INPUTS, ADDERS, DIGIT_HEADS, STEMS
 from mnist_plus.sampler import NUM_NUMBERS, NUM_SUMS
 
-ADDER_INPUTS = ("logits", "probs", "features")
-ADDERS = ("mlp", "shift")
-DIGIT_HEADS = ("pool", "conv")
-STEMS = ("conv", "patch")
 SHIFT_MARGIN = 1e4  # how far below the smallest digit logit ShiftAdder puts impossible sums
 
 

@@ -38,3 +38,18 @@ def test_help_explains_every_flag(cli):
     for flag in ("--epochs", "--batch-size", "--learning-rate", "--seed", "--mnist-dir",
                  "--tfds-dir", "--workdir", "--loop", "--fresh", "--no-progress"):
         assert flag in result.stdout
+
+
+@pytest.mark.parametrize("flags", [["--help"], ["--epochs", "0"], ["--frobnicate"],
+                                   ["--stem", "pixel"]])
+def test_help_and_flag_mistakes_answer_before_jax_is_imported(cli, flags):
+    """They are checked before the imports that take about 1 s of a start; a valid
+    command line goes on to them (and parses again there, with the same parser)."""
+    result = cli.run(["-X", "importtime", "-m", "mnist_plus.train", *flags])
+    assert result.returncode == (0 if flags == ["--help"] else 2), result.stderr
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "mnist_plus.config" in imported
+    assert not {"jax", "flax", "orbax"} & imported, sorted(imported)
+    if flags != ["--help"]:
+        assert result.stderr.strip().splitlines()[-1].startswith("error: ")
