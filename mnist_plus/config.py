@@ -83,6 +83,11 @@ class Config:
     augment_elastic: float = _field(0.0, "randomly distort training images with a smooth "
                                     "(elastic) displacement field that moves pixels by this "
                                     "many pixels per axis, root mean square (0: off)")
+    precise_bn: int = _field(0, "after every epoch, recompute BatchNorm's statistics from the "
+                             "first N training images, unaugmented (whole batches of "
+                             "--batch-size), before evaluating and checkpointing; the running "
+                             "averages of warped batches misdescribe clean images (0: keep "
+                             "them)")
     holdout: str = _field("none", "(digit, number) pairs never shown in training, to test "
                           "whether the adder generalises: 'sum9' (all pairs adding to 9) or "
                           "'random20' (20 pairs drawn from the seed)", choices=HOLDOUTS)
@@ -214,6 +219,14 @@ def validate(config: Config, train_size: int | None = None) -> Config:
     if train_size is not None and config.batch_size > train_size:
         raise bad("batch_size", config.batch_size,
                   f"it is larger than the {train_size} training examples")
+    if not (isinstance(config.precise_bn, int) and not isinstance(config.precise_bn, bool)
+            and (config.precise_bn == 0 or config.precise_bn >= config.batch_size)):
+        raise bad("precise_bn", config.precise_bn,
+                  f"it must be 0 (off) or a number of images of at least one batch "
+                  f"({config.batch_size})")
+    if train_size is not None and config.precise_bn > train_size:
+        raise bad("precise_bn", config.precise_bn,
+                  f"it is larger than the {train_size} training examples")
     if train_size is not None and window is not None:
         total = config.epochs * steps_per_epoch(train_size, config.batch_size)
         if window[1] > total:
@@ -232,7 +245,7 @@ ADDED_LATER: dict[str, Any] = {"augment_rotate": 0.0, "augment_scale": 0.0,
                                "augment_shear": 0.0, "augment_elastic": 0.0,
                                "digit_head": "pool",
                                "label_smoothing": 0.0, "stem_width": 0, "extra_convs": 0,
-                               "stem": "conv", "late_width": 0}
+                               "stem": "conv", "late_width": 0, "precise_bn": 0}
 
 
 def from_dict(values: dict[str, Any]) -> Config:

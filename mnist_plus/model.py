@@ -17,6 +17,7 @@ import jax.numpy as jnp
 from mnist_plus.config import ADDER_INPUTS, ADDERS, DIGIT_HEADS, STEMS
 from mnist_plus.sampler import NUM_NUMBERS, NUM_SUMS
 
+BN_MOMENTUM = 0.9  # of BatchNorm's running averages (batch_stats.py recomputes them)
 SHIFT_MARGIN = 1e4  # how far below the smallest digit logit ShiftAdder puts impossible sums
 
 
@@ -32,7 +33,7 @@ class ConvBlock(nn.Module):
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         x = nn.Conv(self.features, (self.kernel, self.kernel), strides=self.stride,
                     padding=self.padding, use_bias=False)(x)
-        x = nn.BatchNorm(use_running_average=not train, momentum=0.9)(x)
+        x = nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM)(x)
         return nn.relu(x)
 
 

@@ -29,6 +29,7 @@ from mnist_plus import config as config_lib
 from mnist_plus import data, evaluation, loops, sampler
 from mnist_plus import mesh as mesh_lib
 from mnist_plus import metrics as metrics_lib
+from mnist_plus.errors import UsageError
 from mnist_plus.mesh import SEED_AXIS
 from mnist_plus.state import TrainState, create_state
 from mnist_plus.train_step import NO_STEP, Metrics, train_step, zero_train_metrics
@@ -239,6 +240,10 @@ def train_seeds(config: config_lib.Config, seeds: Sequence[int], mnist: data.Mni
     """
     seeds = [int(s) for s in seeds]
     config_lib.validate(config, train_size=len(mnist.train_labels))
+    if config.precise_bn:
+        raise UsageError(f"--precise-bn {config.precise_bn} is not supported when many seeds "
+                         f"train in one program: train each seed with python -m "
+                         f"mnist_plus.train, or pass --precise-bn 0")
     images = sampler.normalise(mnist.train_images)
     labels = mnist.train_labels.astype(np.int32)
     steps_per_epoch = sampler.steps_per_epoch(len(labels), config.batch_size)

@@ -26,7 +26,8 @@ import numpy as np  # noqa: E402
 
 from mnist_plus import compile_cache  # noqa: E402
 from mnist_plus import config as config_lib  # noqa: E402
-from mnist_plus import atomic, data, distributed, evaluation, loops, preemption  # noqa: E402
+from mnist_plus import atomic, batch_stats, data, distributed, evaluation, loops  # noqa: E402
+from mnist_plus import preemption  # noqa: E402
 from mnist_plus import profiling, sampler, workdir_lock  # noqa: E402
 from mnist_plus import mesh as mesh_lib  # noqa: E402
 from mnist_plus import metrics as metrics_lib  # noqa: E402
@@ -173,6 +174,9 @@ def _train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool,
                                                       purge_step=int(state.step))
             loop = tensorboard.wrap(loop)
         evaluator = evaluation.evaluator_for(config, mnist.test_images, mnist.test_labels, mesh)
+        precise_bn = (batch_stats.PreciseBatchStats(
+            sampler.normalise(mnist.train_images[:config.precise_bn]), config.precise_bn,
+            config.batch_size, mesh) if config.precise_bn else None)
         first_step_seconds = None
         last_good = checkpointer.latest_step()
         preempt.install()
@@ -209,6 +213,8 @@ def _train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool,
                 break  # mid-epoch: saved above
             train_host = metrics_lib.to_host(train_sums)  # waits for the epoch's last step
             t_eval = time.time()
+            if precise_bn is not None:  # what is evaluated and saved; training never reads it
+                state = precise_bn(state)
             row = metrics_lib.epoch_row(epoch + 1, int(state.step), train_host,
                                         evaluator.metrics(state))
             seconds = time.time() - t_epoch

@@ -1,0 +1,101 @@
+"""--precise-bn: BatchNorm statistics recomputed from clean training images after each
+epoch (mnist_plus/batch_stats.py)."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from mnist_plus import batch_stats, data, multiseed
+from mnist_plus import config as config_lib
+from mnist_plus.errors import UsageError
+from mnist_plus.model import BN_MOMENTUM
+from mnist_plus.state import create_state
+from tests.conftest import TINY_STEPS_PER_EPOCH, final_state_leaves, tiny_config
+
+
+def _state_and_images(batch_size=8, n=16):
+    config = config_lib.Config(width=4, batch_size=batch_size)
+    state = create_state(config, steps_per_epoch=4)
+    images = np.random.default_rng(0).normal(size=(n, 28, 28, 1)).astype(np.float32)
+    return state, images
+
+
+def _leaves(tree):
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(jax.device_get(tree))]
+
+
+def test_one_batch_gives_the_statistics_flax_averages_in_training_mode():
+    """Recovered from Flax's own update of the running averages (from the initial ones,
+    mean 0 and variance 1): new = m * old + (1 - m) * batch. That path rounds three
+    times in float32 and divides by 1 - m = 0.1, so it is within about 10 * 3 ulp of
+    max(1, |batch|): 2e-6 relative to that; 1e-5 leaves a margin of 5."""
+    state, images = _state_and_images()
+    precise = batch_stats.PreciseBatchStats(images, 8, 8)(state)
+    _, updated = state.apply_fn(state.variables, images[:8], True,
+                                method=lambda model, x, train: model.digit_net(x, train),
+                                mutable=["batch_stats"])
+    expected = jax.tree_util.tree_map(
+        lambda new, old: (new - BN_MOMENTUM * old) / (1 - BN_MOMENTUM),
+        updated["batch_stats"], state.batch_stats)
+    got, want = _leaves(precise.batch_stats), _leaves(expected)
+    assert len(got) == len(want) == 2 * 7  # mean and var: the stem, 4 blocks, 2 'same' blocks
+    for g, w in zip(got, want):
+        np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+    # Statistics of real activations, not the initial ones; nothing else changes.
+    assert not np.allclose(got[0], 0.0)
+    for a, b in zip(_leaves((state.params, state.opt_state, state.step)),
+                    _leaves((precise.params, precise.opt_state, precise.step))):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_several_batches_give_the_mean_of_their_statistics_and_only_whole_batches_count():
+    state, images = _state_and_images()
+    first = batch_stats.PreciseBatchStats(images[:8], 8, 8)(state).batch_stats
+    second = batch_stats.PreciseBatchStats(images[8:], 8, 8)(state).batch_stats
+    both = batch_stats.PreciseBatchStats(images, 16, 8)
+    # The same sums, but XLA may fuse a batch's scaling into the addition (an FMA, one
+    # rounding where the reference has two): within 2 eps of the larger term.
+    eps = np.finfo(np.float32).eps
+    for g, a, b in zip(_leaves(both(state).batch_stats), _leaves(first), _leaves(second)):
+        np.testing.assert_allclose(g, (a + b) / np.float32(2), rtol=0,
+                                   atol=2 * eps * np.maximum(abs(a), abs(b)).max())
+        assert not np.array_equal(a, b)  # two batches, two sets of statistics
+    partial = batch_stats.PreciseBatchStats(images, 12, 8)
+    assert partial.num_examples == 8
+    for g, a in zip(_leaves(partial(state).batch_stats), _leaves(first)):
+        np.testing.assert_array_equal(g, a)  # the same program on the same batch
+
+
+def test_the_many_seeds_runner_refuses_precise_bn_in_one_line():
+    empty = np.zeros((256, 28, 28, 1), np.uint8)
+    mnist = data.Mnist(empty, np.zeros(256, np.int32), empty[:64], np.zeros(64, np.int32))
+    with pytest.raises(UsageError, match="--precise-bn 128 is not supported when many seeds"):
+        multiseed.train_seeds(config_lib.Config(precise_bn=128), [0, 1], mnist)
+
+
+@pytest.mark.slow
+def test_precise_bn_changes_what_is_evaluated_and_saved_not_the_training(
+        prepared_tiny, reference_run, tmp_path):
+    """Training normalises with each batch's own statistics, so the recomputed ones never
+    reach a gradient: parameters and optimiser state end bit for bit as without them."""
+    from mnist_plus.train import train_and_evaluate
+
+    config = tiny_config(prepared_tiny, precise_bn=64)
+    workdir = tmp_path / "precise"
+    train_and_evaluate(config, str(workdir), log=lambda s: None)
+    with_pbn, _ = final_state_leaves(workdir, config)
+    without, _ = final_state_leaves(reference_run, tiny_config(prepared_tiny))
+    state = create_state(config, TINY_STEPS_PER_EPOCH)
+    n_params = len(jax.tree_util.tree_leaves(state.params))
+    n_stats = len(jax.tree_util.tree_leaves(state.batch_stats))
+    for a, b in zip(with_pbn[:n_params] + with_pbn[n_params + n_stats:],
+                    without[:n_params] + without[n_params + n_stats:]):
+        np.testing.assert_array_equal(a, b)
+    stats = list(zip(with_pbn[n_params:n_params + n_stats], without[n_params:n_params + n_stats]))
+    assert any(not np.array_equal(a, b) for a, b in stats)
+    rows = [[json.loads(line) for line in open(os.path.join(w, "metrics.jsonl"))]
+            for w in (workdir, reference_run)]
+    assert [r["train_loss"] for r in rows[0]] == [r["train_loss"] for r in rows[1]]
