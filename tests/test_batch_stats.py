@@ -1,6 +1,7 @@
 """--precise-bn: BatchNorm statistics recomputed from clean training images after each
 epoch (mnist_plus/batch_stats.py)."""
 
+import importlib.util
 import json
 import os
 
@@ -13,7 +14,12 @@ from mnist_plus import config as config_lib
 from mnist_plus.errors import UsageError
 from mnist_plus.model import BN_MOMENTUM
 from mnist_plus.state import create_state
-from tests.conftest import TINY_STEPS_PER_EPOCH, final_state_leaves, tiny_config
+from tests.conftest import REPO, TINY_STEPS_PER_EPOCH, final_state_leaves, tiny_config
+
+_spec = importlib.util.spec_from_file_location(
+    "precise_bn", os.path.join(REPO, "experiments", "precise_bn.py"))
+precise_bn_experiment = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(precise_bn_experiment)
 
 
 def _state_and_images(batch_size=8, n=16):
@@ -99,3 +105,10 @@ def test_precise_bn_changes_what_is_evaluated_and_saved_not_the_training(
     rows = [[json.loads(line) for line in open(os.path.join(w, "metrics.jsonl"))]
             for w in (workdir, reference_run)]
     assert [r["train_loss"] for r in rows[0]] == [r["train_loss"] for r in rows[1]]
+    # So experiments/precise_bn.py, recomputing the statistics of the run without them,
+    # scores what the run with them scored, and the run without them before that.
+    mnist = data.load_mnist(*prepared_tiny)
+    row = precise_bn_experiment.compare(reference_run, 64, mnist)
+    for key in precise_bn_experiment.KEYS:
+        assert row["before"][key] == rows[1][-1][key]
+        assert row["after"][key] == rows[0][-1][key]
