@@ -38,7 +38,7 @@ import numpy as np  # noqa: E402
 
 from mnist_plus import compile_cache  # noqa: E402
 from mnist_plus import config as config_lib  # noqa: E402
-from mnist_plus import data, evaluation, loops, sampler  # noqa: E402
+from mnist_plus import batch_stats, data, evaluation, loops, sampler  # noqa: E402
 from mnist_plus import mesh as mesh_lib  # noqa: E402
 from mnist_plus.cli import config_from_args, config_parser, run_main  # noqa: E402
 from mnist_plus.errors import MnistPlusError, UsageError  # noqa: E402
@@ -292,8 +292,17 @@ def bench_eval(state: TrainState, config: config_lib.Config, mnist: data.Mnist,
     seconds = statistics.median(timed(lambda: evaluator.metrics(state))[0]
                                 for _ in range(repeats))
     n = len(mnist.test_labels)
-    return {"images": n, "batch_size": config.eval_batch_size, "seconds": seconds,
-            "images_per_second": n / seconds, "compile_seconds": first - seconds}
+    result = {"images": n, "batch_size": config.eval_batch_size, "seconds": seconds,
+              "images_per_second": n / seconds, "compile_seconds": first - seconds}
+    if config.precise_bn:  # run before each evaluation: part of its cost
+        recompute = batch_stats.PreciseBatchStats(
+            sampler.normalise(mnist.train_images[:config.precise_bn]), config.precise_bn,
+            config.batch_size)
+        run = lambda: recompute(state).batch_stats  # noqa: E731
+        timed(run)
+        result["precise_bn"] = {"images": recompute.num_examples, "seconds": statistics.median(
+            timed(run)[0] for _ in range(repeats))}
+    return result
 
 
 def first_step_probe(args: argparse.Namespace, config: config_lib.Config) -> dict[str, Any]:
@@ -376,6 +385,10 @@ def format_report(r: dict[str, Any]) -> str:
     lines += ["", f"evaluation: {ev['images']} test images in {ev['seconds']:.2f} s "
               f"({ev['images_per_second']:.0f} images/s, batch {ev['batch_size']}, with the "
               f"all-ten-numbers sum pass); compile {ev['compile_seconds']:.2f} s"]
+    if "precise_bn" in ev:
+        lines += [f"--precise-bn: BatchNorm statistics from {ev['precise_bn']['images']} clean "
+                  f"training images in {ev['precise_bn']['seconds']:.2f} s, before each "
+                  f"evaluation"]
     lines += ["", f"data parallel: batch {r['config']['batch_size']} split over N devices "
               f"({r['devices'][0]['device_kind'] if r['devices'] else '-'}; forced CPU devices "
               f"share the same cores)",

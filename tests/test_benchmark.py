@@ -169,6 +169,22 @@ def test_time_to_accuracy_layers_preset_then_config_file_then_flags(tmp_path):
     assert benchmark.config_from_args(plain) == config_lib.Config()
 
 
+def test_evaluation_figure_times_the_precise_bn_pass_when_it_is_on():
+    from mnist_plus.state import create_state
+
+    mnist = benchmark.synthetic_mnist(256, 128)
+    for precise_bn, expected in ((0, None), (100, 96)):  # 3 whole batches of 32
+        config = config_lib.Config(width=4, batch_size=32, eval_batch_size=64,
+                                   precise_bn=precise_bn)
+        result = benchmark.bench_eval(create_state(config, 8), config, mnist, repeats=1)
+        assert result["images"] == 128
+        if expected is None:
+            assert "precise_bn" not in result
+        else:
+            assert result["precise_bn"]["images"] == expected
+            assert result["precise_bn"]["seconds"] > 0
+
+
 def test_compare_pytorch_needs_the_mnist_files(monkeypatch, capsys):
     monkeypatch.delenv("MNIST_PLUS_MNIST_DIR", raising=False)
     with pytest.raises(SystemExit) as exit_info:
