@@ -61,9 +61,10 @@ def test_four_devices_compute_the_same_optimisation_as_one(prepared_tiny, cli, t
 @pytest.mark.parametrize("loop", ["host", "scan"])
 def test_training_on_four_devices_writes_the_device_count(prepared_tiny, cli, tmp_path, loop):
     workdir = tmp_path / "four"
-    # An evaluation batch the devices do not divide is rounded up (50 -> 52), not refused.
+    # An evaluation batch the devices do not divide is rounded up (50 -> 52), not refused;
+    # the BatchNorm statistics are recomputed on the mesh too.
     result = cli.train(*tiny_flags(prepared_tiny, workdir, "--epochs", "1", "--loop", loop,
-                                   "--eval-batch-size", "50"), env=FOUR)
+                                   "--eval-batch-size", "50", "--precise-bn", "64"), env=FOUR)
     assert result.returncode == 0, result.stderr
     assert "mesh data=4 (4 cpu devices, 1 process)" in result.stdout
     summary = json.loads(read_bytes(workdir / "summary.json"))
@@ -122,3 +123,35 @@ def test_four_devices_reach_the_accuracy_of_one_on_real_mnist(real_mnist_run, cl
     assert json.loads(read_bytes(workdir / "summary.json"))["num_devices"] == 4
     for key in ("test_digit_accuracy", "test_sum_accuracy"):
         assert abs(four[key] - one[key]) <= 0.001, (key, four[key], one[key])
+
+
+_PRECISE_BN_ON_A_MESH = """
+import sys
+import jax, numpy as np
+from mnist_plus import batch_stats, config, mesh, state
+cfg = config.Config(width=4, batch_size=32)
+st = state.create_state(cfg, 8)
+images = np.random.default_rng(0).normal(size=(96, 28, 28, 1)).astype(np.float32)
+one = batch_stats.PreciseBatchStats(images, 96, 32)(st).batch_stats
+four = mesh.make_mesh(4)
+st4 = state.create_state(cfg, 8, four)
+split = batch_stats.PreciseBatchStats(images, 96, 32, four)(st4).batch_stats
+leaves = lambda t: [np.asarray(x) for x in jax.tree_util.tree_leaves(jax.device_get(t))]
+np.savez(sys.argv[1], *leaves(one), *leaves(split))
+"""
+
+
+@pytest.mark.slow
+def test_precise_bn_on_four_devices_gives_the_statistics_of_one(cli, tmp_path):
+    """Each batch's statistics are over its 32 rows whether one device holds them or four
+    hold 8 each; only the order of float additions differs (partial sums, then an
+    all-reduce): within 1e-5 of the largest statistic, where float32 sums of a few
+    thousand O(1) terms in another order differ by about 1e-6 of it."""
+    out = tmp_path / "stats.npz"
+    result = cli.run(["-c", _PRECISE_BN_ON_A_MESH, str(out)], env=FOUR)
+    assert result.returncode == 0, result.stderr
+    arrays = list(np.load(out).values())
+    one, split = arrays[:len(arrays) // 2], arrays[len(arrays) // 2:]
+    assert len(one) == len(split) == 14
+    for a, b in zip(one, split):
+        np.testing.assert_allclose(b, a, rtol=0, atol=1e-5 * np.abs(a).max())
