@@ -14,7 +14,8 @@ from mnist_plus import config as config_lib
 from mnist_plus.errors import UsageError
 from mnist_plus.model import BN_MOMENTUM
 from mnist_plus.state import create_state
-from tests.conftest import REPO, TINY_STEPS_PER_EPOCH, final_state_leaves, tiny_config
+from tests.conftest import (REPO, TINY_STEPS_PER_EPOCH, final_state_leaves, tiny_config,
+                            tiny_flags)
 
 _spec = importlib.util.spec_from_file_location(
     "precise_bn", os.path.join(REPO, "experiments", "precise_bn.py"))
@@ -82,16 +83,23 @@ def test_the_many_seeds_runner_refuses_precise_bn_in_one_line():
         multiseed.train_seeds(config_lib.Config(precise_bn=128), [0, 1], mnist)
 
 
-@pytest.mark.slow
-def test_precise_bn_changes_what_is_evaluated_and_saved_not_the_training(
-        prepared_tiny, reference_run, tmp_path):
-    """Training normalises with each batch's own statistics, so the recomputed ones never
-    reach a gradient: parameters and optimiser state end bit for bit as without them."""
+@pytest.fixture(scope="module")
+def precise_run(prepared_tiny, tmp_path_factory) -> str:
+    """Workdir of an uninterrupted in-process run of `tiny_config` with --precise-bn 64."""
     from mnist_plus.train import train_and_evaluate
 
+    workdir = str(tmp_path_factory.mktemp("precise"))
+    train_and_evaluate(tiny_config(prepared_tiny, precise_bn=64), workdir, log=lambda s: None)
+    return workdir
+
+
+@pytest.mark.slow
+def test_precise_bn_changes_what_is_evaluated_and_saved_not_the_training(
+        prepared_tiny, reference_run, precise_run):
+    """Training normalises with each batch's own statistics, so the recomputed ones never
+    reach a gradient: parameters and optimiser state end bit for bit as without them."""
     config = tiny_config(prepared_tiny, precise_bn=64)
-    workdir = tmp_path / "precise"
-    train_and_evaluate(config, str(workdir), log=lambda s: None)
+    workdir = precise_run
     with_pbn, _ = final_state_leaves(workdir, config)
     without, _ = final_state_leaves(reference_run, tiny_config(prepared_tiny))
     state = create_state(config, TINY_STEPS_PER_EPOCH)
@@ -112,3 +120,25 @@ def test_precise_bn_changes_what_is_evaluated_and_saved_not_the_training(
     for key in precise_bn_experiment.KEYS:
         assert row["before"][key] == rows[1][-1][key]
         assert row["after"][key] == rows[0][-1][key]
+
+
+@pytest.mark.slow
+def test_a_run_killed_mid_epoch_with_precise_bn_resumes_to_the_uninterrupted_one(
+        cli, prepared_tiny, precise_run, tmp_path):
+    """The mid-epoch checkpoint holds running averages; the epoch's end replaces them with
+    statistics that depend on the parameters alone, so the resumed run ends as the
+    uninterrupted one, bit for bit, metrics included."""
+    workdir = tmp_path / "run"
+    flags = tiny_flags(prepared_tiny, workdir, "--checkpoint-every-steps", "2",
+                       "--precise-bn", "64")
+    killed = cli.crash(["--after-steps", "13"], flags)
+    assert killed.returncode == -9, killed.stderr
+    resumed = cli.train(*flags)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resumed from checkpoint at step" in resumed.stdout
+    config = tiny_config(prepared_tiny, precise_bn=64)
+    for a, b in zip(final_state_leaves(workdir, config)[0],
+                    final_state_leaves(precise_run, config)[0]):
+        np.testing.assert_array_equal(a, b)
+    assert (open(workdir / "metrics.jsonl").read()
+            == open(os.path.join(precise_run, "metrics.jsonl")).read())
