@@ -20,6 +20,9 @@ from tests.conftest import final_state_leaves, read_bytes, tiny_config, tiny_fla
 TWO = {"XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
 FOUR = {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
 TIMEOUT = 400  # seconds for any process; a run takes well under a minute on 2 idle cores
+# The 2-process runs recompute BatchNorm's statistics after each epoch, so that pass runs
+# (and must resume exactly) on a mesh spanning processes too.
+PRECISE = ("--precise-bn", "64")
 
 
 def _free_port() -> int:
@@ -66,7 +69,7 @@ def _one_line(err: str) -> str:
 def two_process_run(prepared_tiny, cli, tmp_path_factory):
     """Workdir of an uninterrupted 2-process x 2-device run of the tiny config."""
     workdir = tmp_path_factory.mktemp("two_processes")
-    results, _ = _pair(cli, tiny_flags(prepared_tiny, workdir))
+    results, _ = _pair(cli, tiny_flags(prepared_tiny, workdir, *PRECISE))
     for code, out, err in results:
         assert code == 0, err[-3000:]
     (_, out0, _), (_, out1, _) = results
@@ -88,9 +91,9 @@ def test_two_processes_train_as_one_process_with_four_devices(prepared_tiny, cli
     assert len(read_bytes(two_process_run / "metrics.jsonl").splitlines()) == 3  # written once
 
     one_process = tmp_path / "one_process"
-    result = cli.train(*tiny_flags(prepared_tiny, one_process), env=FOUR)
+    result = cli.train(*tiny_flags(prepared_tiny, one_process, *PRECISE), env=FOUR)
     assert result.returncode == 0, result.stderr
-    config = tiny_config(prepared_tiny)
+    config = tiny_config(prepared_tiny, precise_bn=64)
     leaves_two, meta = final_state_leaves(two_process_run, config)
     leaves_one, _ = final_state_leaves(one_process, config)
     assert meta["global_step"] == 24
@@ -109,7 +112,7 @@ def test_two_processes_train_as_one_process_with_four_devices(prepared_tiny, cli
 def test_killing_one_process_stops_the_other_and_a_restart_resumes_exactly(
         prepared_tiny, cli, two_process_run, tmp_path):
     workdir = tmp_path / "killed"
-    flags = tiny_flags(prepared_tiny, workdir)
+    flags = tiny_flags(prepared_tiny, workdir, *PRECISE)
     # Process 1 is SIGKILLed 12 steps in (mid-epoch 2, after the epoch-1 checkpoint).
     results, seconds = _pair(cli, flags, crash_second=["--after-steps", "12"])
     (code0, _, err0), (code1, _, _) = results
