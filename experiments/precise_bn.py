@@ -22,7 +22,7 @@ from typing import Any, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mnist_plus import batch_stats, data, evaluation, sampler, trained  # noqa: E402
+from mnist_plus import batch_stats, data, evaluation, trained  # noqa: E402
 from mnist_plus import metrics as metrics_lib  # noqa: E402
 from mnist_plus.state import TrainState  # noqa: E402
 
@@ -37,8 +37,8 @@ def compare(workdir: str, examples: int, mnist: data.Mnist) -> dict[str, Any]:
                        apply_fn=run.model.apply, tx=None)
     evaluator = evaluation.evaluator_for(run.config, mnist.test_images, mnist.test_labels)
     before = metrics_lib.summarise("test", evaluator.metrics(state))
-    recompute = batch_stats.PreciseBatchStats(
-        sampler.normalise(mnist.train_images[:examples]), examples, run.config.batch_size)
+    recompute = batch_stats.PreciseBatchStats(mnist.train_images, examples,
+                                              run.config.batch_size)
     after = metrics_lib.summarise("test", evaluator.metrics(recompute(state)))
     return {"workdir": workdir, "seed": run.config.seed, "epoch": run.epoch,
             "examples": recompute.num_examples,

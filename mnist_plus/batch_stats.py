@@ -25,6 +25,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from mnist_plus import mesh as mesh_lib
+from mnist_plus import sampler
 from mnist_plus.model import BN_MOMENTUM
 from mnist_plus.state import TrainState
 
@@ -47,15 +48,17 @@ def _accumulate(total: Any, state: TrainState, image: jax.Array) -> Any:
 
 
 class PreciseBatchStats:
-    """The first `num_examples` (whole batches) of the normalised training images, placed
-    once; `__call__(state)` returns `state` with recomputed BatchNorm statistics."""
+    """The first `num_examples` (whole batches) of the training images as loaded (uint8),
+    normalised and placed once; `__call__(state)` returns `state` with recomputed
+    BatchNorm statistics."""
 
-    def __init__(self, images: np.ndarray, num_examples: int, batch_size: int,
+    def __init__(self, train_images: np.ndarray, num_examples: int, batch_size: int,
                  mesh: Mesh | None = None):
         batches = num_examples // batch_size
         if batches < 1:
             raise ValueError(f"{num_examples} examples make no batch of {batch_size}")
         self.num_examples = batches * batch_size
+        images = sampler.normalise(train_images[:self.num_examples])
         chunks = [images[i * batch_size:(i + 1) * batch_size] for i in range(batches)]
         zeros = lambda stats: jax.tree_util.tree_map(jnp.zeros_like, stats)  # noqa: E731
         mean = lambda total: jax.tree_util.tree_map(lambda s: s / batches, total)  # noqa: E731

@@ -295,9 +295,8 @@ def bench_eval(state: TrainState, config: config_lib.Config, mnist: data.Mnist,
     result = {"images": n, "batch_size": config.eval_batch_size, "seconds": seconds,
               "images_per_second": n / seconds, "compile_seconds": first - seconds}
     if config.precise_bn:  # run before each evaluation: part of its cost
-        recompute = batch_stats.PreciseBatchStats(
-            sampler.normalise(mnist.train_images[:config.precise_bn]), config.precise_bn,
-            config.batch_size)
+        recompute = batch_stats.PreciseBatchStats(mnist.train_images, config.precise_bn,
+                                                  config.batch_size)
         run = lambda: recompute(state).batch_stats  # noqa: E731
         timed(run)
         result["precise_bn"] = {"images": recompute.num_examples, "seconds": statistics.median(

@@ -175,8 +175,8 @@ def _train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool,
             loop = tensorboard.wrap(loop)
         evaluator = evaluation.evaluator_for(config, mnist.test_images, mnist.test_labels, mesh)
         precise_bn = (batch_stats.PreciseBatchStats(
-            sampler.normalise(mnist.train_images[:config.precise_bn]), config.precise_bn,
-            config.batch_size, mesh) if config.precise_bn else None)
+            mnist.train_images, config.precise_bn, config.batch_size, mesh)
+            if config.precise_bn else None)
         first_step_seconds = None
         last_good = checkpointer.latest_step()
         preempt.install()

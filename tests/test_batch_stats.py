@@ -9,7 +9,7 @@ import jax
 import numpy as np
 import pytest
 
-from mnist_plus import batch_stats, data, multiseed
+from mnist_plus import batch_stats, data, multiseed, sampler
 from mnist_plus import config as config_lib
 from mnist_plus.errors import UsageError
 from mnist_plus.model import BN_MOMENTUM
@@ -26,7 +26,7 @@ _spec.loader.exec_module(precise_bn_experiment)
 def _state_and_images(batch_size=8, n=16):
     config = config_lib.Config(width=4, batch_size=batch_size)
     state = create_state(config, steps_per_epoch=4)
-    images = np.random.default_rng(0).normal(size=(n, 28, 28, 1)).astype(np.float32)
+    images = np.random.default_rng(0).integers(0, 256, size=(n, 28, 28, 1), dtype=np.uint8)
     return state, images
 
 
@@ -41,7 +41,7 @@ def test_one_batch_gives_the_statistics_flax_averages_in_training_mode():
     max(1, |batch|): 2e-6 relative to that; 1e-5 leaves a margin of 5."""
     state, images = _state_and_images()
     precise = batch_stats.PreciseBatchStats(images, 8, 8)(state)
-    _, updated = state.apply_fn(state.variables, images[:8], True,
+    _, updated = state.apply_fn(state.variables, sampler.normalise(images[:8]), True,
                                 method=lambda model, x, train: model.digit_net(x, train),
                                 mutable=["batch_stats"])
     expected = jax.tree_util.tree_map(

@@ -131,7 +131,7 @@ import jax, numpy as np
 from mnist_plus import batch_stats, config, mesh, state
 cfg = config.Config(width=4, batch_size=32)
 st = state.create_state(cfg, 8)
-images = np.random.default_rng(0).normal(size=(96, 28, 28, 1)).astype(np.float32)
+images = np.random.default_rng(0).integers(0, 256, size=(96, 28, 28, 1), dtype=np.uint8)
 one = batch_stats.PreciseBatchStats(images, 96, 32)(st).batch_stats
 four = mesh.make_mesh(4)
 st4 = state.create_state(cfg, 8, four)
