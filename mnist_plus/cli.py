@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 from mnist_plus import config as config_lib
 from mnist_plus.config import Config
@@ -89,14 +89,84 @@ def train_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def exit_on_bad_flags(parser: argparse.ArgumentParser, argv: Sequence[str]) -> None:
-    """Parse and validate a CLI's flags before it imports jax, flax and orbax (about 1 s
-    on 2 cores): `--help` and a mistyped flag answer at once. What passes is parsed
-    again by the CLI's main, with the same parser, so no check differs."""
-    code = run_main(lambda a: config_lib.validate(config_from_args(parser.parse_args(a))),
-                    argv)
+def exit_on_bad_flags(parser: argparse.ArgumentParser, argv: Sequence[str],
+                      check: Callable[[argparse.Namespace], object] | None = None) -> None:
+    """Parse and check a CLI's flags before it imports jax, flax and orbax (about 1 s
+    on 2 cores): `--help` and a mistyped flag answer at once. `check` (default: validate
+    the Config the flags give) raises the CLI's own one-line errors. What passes is parsed
+    again by the CLI's main, with the same parser and check, so no check differs."""
+    if check is None:
+        check = lambda args: config_lib.validate(config_from_args(args))  # noqa: E731
+    code = run_main(lambda a: check(parser.parse_args(a)), argv)
     if code:
         sys.exit(code)
+
+
+STEP_HELP = ("which checkpoint: 'latest' (the newest), 'best' (the best test sum accuracy "
+             "among end-of-epoch checkpoints) or a step number")
+
+
+def parse_step(text: str) -> str | int:
+    """--step: 'latest', 'best' or a step number (argparse type; errors are one line)."""
+    if text in ("latest", "best"):
+        return text
+    try:
+        step = int(text)
+    except ValueError:
+        step = -1
+    if step < 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not 'latest', 'best' or a step number")
+    return step
+
+
+BACKGROUNDS = ("auto", "black", "white")  # predict --background
+FITS = ("mnist", "resize")                # predict --fit
+
+
+def predict_parser() -> argparse.ArgumentParser:
+    """`python -m mnist_plus.predict`'s flags (here, so they parse without jax)."""
+    parser = usage_parser("python -m mnist_plus.predict",
+                          "Predict the digit of each image and its sum with --number, from the "
+                          "newest (or --step) checkpoint of a trained run.")
+    parser.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files")
+    parser.add_argument("--workdir", default="runs", help="the trained run's workdir")
+    parser.add_argument("--step", type=parse_step, default="latest", help=STEP_HELP)
+    parser.add_argument("--number", required=True,
+                        help="the number 0..9 added to each image's digit")
+    parser.add_argument("--background", choices=BACKGROUNDS, default="auto",
+                        help="the images' background: black (MNIST's white digit on black), "
+                             "white (a dark digit on paper; inverted), or auto (from the border)")
+    parser.add_argument("--fit", choices=FITS, default="mnist",
+                        help="mnist: crop to the digit, fit 20x20, centre by mass in 28x28 (as "
+                             "MNIST); resize: only pad to square and resize to 28x28")
+    return parser
+
+
+def predict_number(text: str) -> int:
+    """predict's --number, or a UsageError (checked after parsing: its message names the
+    flag as the user wrote it)."""
+    try:
+        number = int(text)
+    except ValueError:
+        number = -1
+    if not 0 <= number <= 9:
+        raise UsageError(f"--number {text!r} is invalid: it must be a whole number 0..9")
+    return number
+
+
+def report_parser() -> argparse.ArgumentParser:
+    """`python -m mnist_plus.report`'s flags (here, so they parse without jax)."""
+    parser = usage_parser("python -m mnist_plus.report",
+                          "Write figures and report.md for a trained run into WORKDIR/report/.")
+    parser.add_argument("--workdir", default="runs", help="the run's workdir (default: runs)")
+    parser.add_argument("--tfds-dir", default="",
+                        help="TFDS data dir (default: the one stored with the checkpoint)")
+    parser.add_argument("--mnist-dir", default="",
+                        help="folder of MNIST IDX files (default: the one stored with the "
+                             "checkpoint, else $MNIST_PLUS_MNIST_DIR)")
+    parser.add_argument("--step", type=parse_step, default="latest", help=STEP_HELP)
+    return parser
 
 
 def run_main(fn, argv: Sequence[str] | None = None) -> int:

@@ -20,17 +20,22 @@ import os
 import sys
 from typing import Sequence
 
-import numpy as np
+if __name__ == "__main__":
+    # `--help` and flag mistakes answer before jax, flax and orbax are imported (about 1 s).
+    from mnist_plus.cli import exit_on_bad_flags, predict_number, predict_parser
 
-from mnist_plus import compile_cache, trained
-from mnist_plus.cli import run_main, usage_parser
-from mnist_plus.errors import UsageError
+    exit_on_bad_flags(predict_parser(), sys.argv[1:], lambda a: predict_number(a.number))
+
+import numpy as np  # noqa: E402
+
+from mnist_plus import compile_cache, trained  # noqa: E402
+from mnist_plus.cli import BACKGROUNDS, FITS, predict_number, predict_parser  # noqa: E402
+from mnist_plus.cli import run_main  # noqa: E402
+from mnist_plus.errors import UsageError  # noqa: E402
 
 SIZE = 28
 BOX = 20           # MNIST scaled each digit's bounding box to fit 20x20
 INK = 0.2          # after stretching, pixels above this fraction of white are the digit
-BACKGROUNDS = ("auto", "black", "white")
-FITS = ("mnist", "resize")
 
 
 def read_image(path: str):
@@ -116,35 +121,6 @@ def preprocess(path: str, background: str = "auto", fit: str = "mnist") -> np.nd
     return framed[..., None]
 
 
-def _parse(argv: Sequence[str] | None):
-    parser = usage_parser("python -m mnist_plus.predict",
-                          "Predict the digit of each image and its sum with --number, from the "
-                          "newest (or --step) checkpoint of a trained run.")
-    parser.add_argument("images", nargs="+", metavar="IMAGE", help="PNG or JPEG files")
-    parser.add_argument("--workdir", default="runs", help="the trained run's workdir")
-    parser.add_argument("--step", type=trained.parse_step, default="latest",
-                        help=trained.STEP_HELP)
-    parser.add_argument("--number", required=True,
-                        help="the number 0..9 added to each image's digit")
-    parser.add_argument("--background", choices=BACKGROUNDS, default="auto",
-                        help="the images' background: black (MNIST's white digit on black), "
-                             "white (a dark digit on paper; inverted), or auto (from the border)")
-    parser.add_argument("--fit", choices=FITS, default="mnist",
-                        help="mnist: crop to the digit, fit 20x20, centre by mass in 28x28 (as "
-                             "MNIST); resize: only pad to square and resize to 28x28")
-    return parser.parse_args(argv)
-
-
-def _number(text: str) -> int:
-    try:
-        number = int(text)
-    except ValueError:
-        number = -1
-    if not 0 <= number <= 9:
-        raise UsageError(f"--number {text!r} is invalid: it must be a whole number 0..9")
-    return number
-
-
 def predict_files(workdir: str, paths: Sequence[str], number: int, background: str = "auto",
                   fit: str = "mnist", step: str | int = "latest") -> list[dict]:
     """One dict per image: path, digit, digit_probability, sum, sum_probability, agree
@@ -184,9 +160,9 @@ def format_table(rows: Sequence[dict], number: int) -> str:
 
 
 def _main(argv: Sequence[str] | None) -> None:
-    args = _parse(argv)
+    args = predict_parser().parse_args(argv)
+    number = predict_number(args.number)
     compile_cache.enable()
-    number = _number(args.number)
     rows = predict_files(args.workdir, args.images, number, args.background, args.fit,
                          args.step)
     print(format_table(rows, number))

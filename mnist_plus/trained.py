@@ -6,7 +6,6 @@ Shared by `report` and `predict`, which only read a workdir: nothing here writes
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
 from typing import Any
@@ -40,24 +39,6 @@ def latest_step(workdir: str) -> int | None:
         return checkpointer.latest_step()
     finally:
         checkpointer.close()
-
-
-STEP_HELP = ("which checkpoint: 'latest' (the newest), 'best' (the best test sum accuracy "
-             "among end-of-epoch checkpoints) or a step number")
-
-
-def parse_step(text: str) -> str | int:
-    """--step: 'latest', 'best' or a step number (argparse type; errors are one line)."""
-    if text in ("latest", "best"):
-        return text
-    try:
-        step = int(text)
-    except ValueError:
-        step = -1
-    if step < 0:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} is not 'latest', 'best' or a step number")
-    return step
 
 
 def _resolve(checkpointer: Checkpointer, which: str | int) -> int:

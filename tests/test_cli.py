@@ -40,16 +40,35 @@ def test_help_explains_every_flag(cli):
         assert flag in result.stdout
 
 
-@pytest.mark.parametrize("flags", [["--help"], ["--epochs", "0"], ["--frobnicate"],
-                                   ["--stem", "pixel"]])
-def test_help_and_flag_mistakes_answer_before_jax_is_imported(cli, flags):
+@pytest.mark.parametrize("module, flags", [
+    ("train", ["--help"]), ("train", ["--epochs", "0"]), ("train", ["--frobnicate"]),
+    ("train", ["--stem", "pixel"]),
+    ("predict", ["--help"]), ("predict", ["--workdir", "runs"]),
+    ("predict", ["--number", "12", "a.png"]), ("predict", ["--number", "3", "--step", "x", "a.png"]),
+    ("report", ["--help"]), ("report", ["--step", "-1"]), ("report", ["runs"]),
+])
+def test_help_and_flag_mistakes_answer_before_jax_is_imported(cli, module, flags):
     """They are checked before the imports that take about 1 s of a start; a valid
     command line goes on to them (and parses again there, with the same parser)."""
-    result = cli.run(["-X", "importtime", "-m", "mnist_plus.train", *flags])
+    result = cli.run(["-X", "importtime", "-m", f"mnist_plus.{module}", *flags])
     assert result.returncode == (0 if flags == ["--help"] else 2), result.stderr
     imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
                 if line.startswith("import time:")}
-    assert "mnist_plus.config" in imported
+    assert "mnist_plus.cli" in imported
     assert not {"jax", "flax", "orbax"} & imported, sorted(imported)
     if flags != ["--help"]:
         assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+@pytest.mark.parametrize("module, flags", [("predict", ["--number", "3", "missing.png"]),
+                                           ("report", ["--workdir", "missing_run"])])
+def test_valid_flags_go_on_past_the_early_check(cli, module, flags, tmp_path):
+    """The early check only answers mistakes: flags that parse reach the real work (which
+    imports jax), and its own errors still come as one line."""
+    flags = [f if not f.startswith("missing") else str(tmp_path / f) for f in flags]
+    result = cli.run(["-X", "importtime", "-m", f"mnist_plus.{module}", *flags])
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "jax" in imported
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith("error: ")
