@@ -9,9 +9,11 @@ Each argument is a variant's folder of `experiments/accuracy.py` (its seeds' wor
 seed's newest checkpoint on MNIST's 10,000 test images, the errors every seed makes
 (`shared`), those any seed makes (`union`), and the accuracy of the seeds' averaged
 digit probabilities (an ensemble: what averaging those runs could give, at their summed
-cost). Over all the runs given: the images every run misses (the floor that no variant
-here moved) and those most runs miss. A 5-seed mean of 99.60% is 40 errors per run:
-the floor says how many of those 40 are spent before any config choice.
+cost). `--views 5` or `9` averages each run's probabilities over shifted copies of each
+test image (test-time augmentation, which evaluation does not do). Over all the runs
+given: the images every run misses (the floor that no variant here moved) and those most
+runs miss. A 5-seed mean of 99.60% is 40 errors per run: the floor says how many of those
+40 are spent before any config choice.
 """
 
 from __future__ import annotations
@@ -42,12 +44,29 @@ def workdirs(folder: str) -> list[str]:
     return [path for _, path in seeds]
 
 
-def digit_probs(workdir: str, mnist: data.Mnist) -> np.ndarray:
+VIEWS = {1: [(0, 0)],
+         5: [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)],
+         9: [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]}
+
+
+def shifted(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """uint8 images [N,H,W,1] moved by (dy, dx) pixels, zeros (background) shifted in."""
+    out = np.zeros_like(images)
+    h, w = images.shape[1:3]
+    out[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
+        images[:, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+    return out
+
+
+def digit_probs(workdir: str, mnist: data.Mnist, views: int = 1) -> np.ndarray:
     """[10000, 10] test digit probabilities of the newest checkpoint (the digit head does
-    not see the number, so any numbers do)."""
+    not see the number, so any numbers do), averaged over `views` shifted copies of each
+    image (`VIEWS`: test-time augmentation with the 1-pixel shifts training uses)."""
     run = trained.load(workdir)
     numbers = np.zeros(len(mnist.test_labels), np.int32)
-    return np.asarray(trained.predict(run, mnist.test_images, numbers).digit_probs)
+    images = np.asarray(mnist.test_images)
+    return np.mean([np.asarray(trained.predict(run, shifted(images, dy, dx), numbers).digit_probs)
+                    for dy, dx in VIEWS[views]], axis=0)
 
 
 def summarise(name: str, probs: list[np.ndarray], labels: np.ndarray) -> dict[str, Any]:
@@ -96,13 +115,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--mnist-dir", default=os.environ.get("MNIST_PLUS_MNIST_DIR", ""))
     parser.add_argument("--json", default="", help="write the summary and the floor's images here")
     parser.add_argument("--figure", default="", help="a PNG of the images most runs miss")
+    parser.add_argument("--views", type=int, choices=sorted(VIEWS), default=1,
+                        help="average each run's probabilities over the image and its 4 or 8 "
+                             "neighbours one pixel away (test-time augmentation); 1: the "
+                             "image alone, as evaluation does")
     args = parser.parse_args(argv)
     mnist = data.load_mnist(args.tfds_dir or None, args.mnist_dir or None)
     labels = np.asarray(mnist.test_labels)
     rows, every = [], []
     for folder in args.folders:
         name = os.path.basename(os.path.normpath(folder))
-        probs = [digit_probs(w, mnist) for w in workdirs(folder)]
+        probs = [digit_probs(w, mnist, args.views) for w in workdirs(folder)]
         row = summarise(name, probs, labels)
         rows.append(row)
         every += probs
@@ -130,7 +153,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                    total, args.figure)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"variants": rows, "floor": floor}, f, indent=1)
+            json.dump({"views": args.views, "variants": rows, "floor": floor}, f, indent=1)
 
 
 if __name__ == "__main__":
