@@ -1,4 +1,6 @@
-"""Command-line flags generated from `Config`, with one-line usage errors."""
+"""The command-line flags of train (generated from `Config`), predict and report, with
+one-line usage errors. Nothing here imports jax: each CLI checks its flags with these
+parsers before its heavy imports."""
 
 from __future__ import annotations
 
