@@ -67,37 +67,57 @@ def step_ms(width: int, batch_size: int) -> dict[str, float]:
             "train step": _median_ms(step, state, batch, metrics)}
 
 
+def xla_conv(x, w, spec):
+    """`spec`'s conv (`model.ConvSpec`) as XLA's convolution, as `nn.Conv` runs it."""
+    import jax
+
+    return jax.lax.conv_general_dilated(x, w, (spec.stride, spec.stride), spec.padding,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def im2col_conv(x, w, spec):
+    """The same conv as one matmul over the k*k shifted (strided) copies of the input."""
+    import jax.numpy as jnp
+
+    k, s, out = spec.kernel, spec.stride, spec.out_side
+    if spec.padding == "SAME":  # XLA's SAME: the odd pixel of padding goes after
+        total = max((out - 1) * s + k - x.shape[1], 0)
+        edge = (total // 2, total - total // 2)
+        x = jnp.pad(x, ((0, 0), edge, edge, (0, 0)))
+    span = s * (out - 1) + 1
+    patches = jnp.concatenate([x[:, i:i + span:s, j:j + span:s, :] for i in range(k)
+                               for j in range(k)], -1)
+    return patches @ w.reshape(-1, w.shape[-1])
+
+
 def conv_layers(width: int, batch_size: int) -> list[dict]:
-    """Each conv of DigitNet timed as lax.conv and as im2col + matmul."""
+    """Each conv of DigitNet (with its stride and padding) timed as XLA's convolution and
+    as im2col + matmul. The backward pass differentiates the input too, except for the
+    first conv, whose input is the image (training never needs its gradient)."""
+    import dataclasses
+
     import jax
     import jax.numpy as jnp
 
-    def conv(x, w):
-        return jax.lax.conv_general_dilated(x, w, (1, 1), "VALID",
-                                            dimension_numbers=("NHWC", "HWIO", "NHWC"))
-
-    def im2col(x, w):
-        k = w.shape[0]
-        h = x.shape[1] - k + 1
-        patches = (jnp.concatenate([x[:, i:i + h, j:j + h, :] for i in range(k)
-                                    for j in range(k)], -1) if k > 1 else x)
-        return patches @ w.reshape(-1, w.shape[-1])
-
-    import dataclasses
-
     from mnist_plus.config import Config
-    from mnist_plus.model import build_model, conv_shapes
+    from mnist_plus.model import build_model, conv_specs
 
     rows = []
-    for side, cin, cout, k in conv_shapes(build_model(dataclasses.replace(Config(), width=width))):
-        x = jnp.ones((batch_size, side, side, cin))
-        w = jnp.full((k, k, cin, cout), 0.1)
-        row = {"layer": f"{side}x{side}x{cin} -> {cout} ({k}x{k})",
-               "MFLOP": 2 * batch_size * (side - k + 1) ** 2 * k * k * cin * cout / 1e6}
-        for name, f in (("xla conv", conv), ("im2col", im2col)):
-            fwd = jax.jit(f)
-            both = jax.jit(jax.grad(lambda x, w: jnp.sum(f(x, w) ** 2), argnums=(0, 1)))
-            row[f"{name} fwd ms"] = _median_ms(fwd, x, w)
+    specs = conv_specs(build_model(dataclasses.replace(Config(), width=width)))
+    for index, spec in enumerate(specs):
+        k, s, out = spec.kernel, spec.stride, spec.out_side
+        x = jnp.ones((batch_size, spec.side, spec.side, spec.cin))
+        w = jnp.full((k, k, spec.cin, spec.cout), 0.1)
+        same = ", same" if spec.padding == "SAME" and k > 1 else ""
+        row = {"layer": f"{spec.side}x{spec.side}x{spec.cin} -> {out}x{out}x{spec.cout} "
+                        f"({k}x{k}/{s}{same})",
+               "MFLOP": 2 * batch_size * out ** 2 * k * k * spec.cin * spec.cout / 1e6}
+        argnums = (1,) if index == 0 else (0, 1)
+        for name, conv in (("xla conv", xla_conv), ("im2col", im2col_conv)):
+            def f(x, w, conv=conv, spec=spec):
+                return conv(x, w, spec)
+            both = jax.jit(jax.grad(lambda x, w, f=f: jnp.sum(f(x, w) ** 2), argnums=argnums))
+            row[f"{name} fwd ms"] = _median_ms(jax.jit(f), x, w)
             row[f"{name} fwd+bwd ms"] = _median_ms(both, x, w)
         rows.append(row)
     return rows
