@@ -117,7 +117,10 @@ def _main(argv: Sequence[str] | None) -> None:
             bar.close()
         bar = tqdm(total=len(mnist.train_labels) // config.batch_size, unit="step",
                    desc=f"epoch {epoch + 1}", leave=False, file=sys.stderr)
-        return bar.update
+
+        def advance(n: int) -> None:
+            bar.update(n)  # not returned: a true result stops the epoch (loops.Progress)
+        return advance
 
     result = multiseed.train_seeds(config, args.seed_list, mnist, seed_map=args.seed_map,
                                    log=lambda s: print(s, flush=True), progress=progress)

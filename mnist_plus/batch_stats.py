@@ -43,8 +43,20 @@ def batch_moments(state: TrainState, image: jax.Array) -> Any:
     return jax.tree_util.tree_map(lambda s: s / (1.0 - BN_MOMENTUM), updated["batch_stats"])
 
 
-def _accumulate(total: Any, state: TrainState, image: jax.Array) -> Any:
+def accumulate(total: Any, state: TrainState, image: jax.Array) -> Any:
+    """`total` plus `image`'s `batch_moments` (one step of the pass; jitted by callers)."""
     return jax.tree_util.tree_map(jnp.add, total, batch_moments(state, image))
+
+
+def clean_batches(train_images: np.ndarray, num_examples: int, batch_size: int
+                  ) -> list[np.ndarray]:
+    """The first `num_examples` training images (uint8, as loaded), normalised, in whole
+    batches of `batch_size`: what the pass reads."""
+    batches = num_examples // batch_size
+    if batches < 1:
+        raise ValueError(f"{num_examples} examples make no batch of {batch_size}")
+    images = sampler.normalise(train_images[:batches * batch_size])
+    return [images[i * batch_size:(i + 1) * batch_size] for i in range(batches)]
 
 
 class PreciseBatchStats:
@@ -54,25 +66,22 @@ class PreciseBatchStats:
 
     def __init__(self, train_images: np.ndarray, num_examples: int, batch_size: int,
                  mesh: Mesh | None = None):
-        batches = num_examples // batch_size
-        if batches < 1:
-            raise ValueError(f"{num_examples} examples make no batch of {batch_size}")
+        chunks = clean_batches(train_images, num_examples, batch_size)
+        batches = len(chunks)
         self.num_examples = batches * batch_size
-        images = sampler.normalise(train_images[:self.num_examples])
-        chunks = [images[i * batch_size:(i + 1) * batch_size] for i in range(batches)]
         zeros = lambda stats: jax.tree_util.tree_map(jnp.zeros_like, stats)  # noqa: E731
         mean = lambda total: jax.tree_util.tree_map(lambda s: s / batches, total)  # noqa: E731
         if mesh is None:
             self._batches = [jax.device_put(c) for c in chunks]
             self._zeros, self._mean = jax.jit(zeros), jax.jit(mean)
-            self._step = jax.jit(_accumulate, donate_argnums=0)
+            self._step = jax.jit(accumulate, donate_argnums=0)
         else:
             rows = mesh_lib.process_rows(mesh, batch_size)
             self._batches = [mesh_lib.put_split(c[rows], mesh, batch_size) for c in chunks]
             full = mesh_lib.replicated(mesh)
             self._zeros = jax.jit(zeros, out_shardings=full)
             self._mean = jax.jit(mean, out_shardings=full)
-            self._step = jax.jit(_accumulate, donate_argnums=0,
+            self._step = jax.jit(accumulate, donate_argnums=0,
                                  in_shardings=(full, full, mesh_lib.split(mesh)),
                                  out_shardings=full)
         self._sync = mesh_lib.one_step_in_flight(mesh)

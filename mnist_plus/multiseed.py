@@ -26,10 +26,9 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
 from mnist_plus import config as config_lib
-from mnist_plus import data, evaluation, loops, sampler
+from mnist_plus import batch_stats, data, evaluation, loops, sampler
 from mnist_plus import mesh as mesh_lib
 from mnist_plus import metrics as metrics_lib
-from mnist_plus.errors import UsageError
 from mnist_plus.mesh import SEED_AXIS
 from mnist_plus.state import TrainState, create_state
 from mnist_plus.train_step import NO_STEP, Metrics, train_step, zero_train_metrics
@@ -201,6 +200,31 @@ def seeds_eval_step(mesh: Mesh | None = None, how: str = "vmap") -> Callable:
                                (seed, batch_specs), seed))
 
 
+def seeds_precise_bn_step(mesh: Mesh | None = None, how: str = "vmap") -> Callable:
+    """`batch_stats.accumulate` over the seed axis: every seed's BatchNorm moments of one
+    clean batch that all seeds share (as `--precise-bn` computes them for a single run)."""
+    if how == "vmap":
+        fn = jax.vmap(batch_stats.accumulate, in_axes=(0, 0, None))
+    elif how == "map":
+        def fn(total, state, image):
+            return jax.lax.map(lambda xs: batch_stats.accumulate(xs[0], xs[1], image),
+                               (total, state))
+    else:
+        raise ValueError(f"seed map must be one of {SEED_MAPS}, not {how!r}")
+    seed = PartitionSpec(SEED_AXIS)
+    return jax.jit(_over_seeds(fn, mesh, (seed, seed, PartitionSpec()), seed),
+                   donate_argnums=0)
+
+
+def precise_batch_stats(step: Callable, state: TrainState, batches: Sequence[jax.Array],
+                        place: Callable[[Any], Any]) -> TrainState:
+    """`state` with every seed's BatchNorm statistics recomputed from `batches`."""
+    total = place(jax.tree_util.tree_map(np.zeros_like, jax.device_get(state.batch_stats)))
+    for batch in batches:
+        total = step(total, state, batch)
+    return state.replace(batch_stats=jax.tree_util.tree_map(lambda s: s / len(batches), total))
+
+
 def evaluate(step: Callable, state: TrainState, batches: Sequence[sampler.Batch]
              ) -> dict[str, np.ndarray]:
     """Summed test counts per seed: {name: [K]}."""
@@ -240,10 +264,6 @@ def train_seeds(config: config_lib.Config, seeds: Sequence[int], mnist: data.Mni
     """
     seeds = [int(s) for s in seeds]
     config_lib.validate(config, train_size=len(mnist.train_labels))
-    if config.precise_bn:
-        raise UsageError(f"--precise-bn {config.precise_bn} is not supported when many seeds "
-                         f"train in one program: train each seed with python -m "
-                         f"mnist_plus.train, or pass --precise-bn 0")
     images = sampler.normalise(mnist.train_images)
     labels = mnist.train_labels.astype(np.int32)
     steps_per_epoch = sampler.steps_per_epoch(len(labels), config.batch_size)
@@ -257,6 +277,10 @@ def train_seeds(config: config_lib.Config, seeds: Sequence[int], mnist: data.Mni
     state = place(initial_states(config, seeds, steps_per_epoch))
     zeros = lambda: place(stack([zero_train_metrics()] * len(seeds)))  # noqa: E731
     test_batches = _place_eval(eval_batches(config, seeds, mnist), mesh)
+    shared = jax.device_put if mesh is None else (
+        lambda x: jax.device_put(x, mesh_lib.replicated(mesh)))
+    clean = ([shared(b) for b in batch_stats.clean_batches(
+        mnist.train_images, config.precise_bn, config.batch_size)] if config.precise_bn else [])
     init_seconds = time.perf_counter() - t0
 
     t0 = time.perf_counter()
@@ -265,6 +289,9 @@ def train_seeds(config: config_lib.Config, seeds: Sequence[int], mnist: data.Mni
     example = place(stacked_batch(images, labels, plans, 0, config.batch_size, augment))
     step = seeds_train_step(mesh, seed_map).lower(state, example, zeros()).compile()
     eval_fn = seeds_eval_step(mesh, seed_map).lower(state, test_batches[0]).compile()
+    if clean:
+        stats = place(jax.tree_util.tree_map(np.zeros_like, jax.device_get(state.batch_stats)))
+        precise_fn = seeds_precise_bn_step(mesh, seed_map).lower(stats, state, clean[0]).compile()
     compile_seconds = time.perf_counter() - t0
     loop = seeds_loop(step, images, labels, seeds, config.batch_size, place, augment,
                       config.holdout)
@@ -277,6 +304,8 @@ def train_seeds(config: config_lib.Config, seeds: Sequence[int], mnist: data.Mni
         sums = {k: np.asarray(v) for k, v in jax.device_get(sums).items()}
         epoch_seconds.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
+        if clean:  # --precise-bn: before the evaluation, as a single run does
+            state = precise_batch_stats(precise_fn, state, clean, place)
         test = evaluate(eval_fn, state, test_batches)
         eval_seconds.append(time.perf_counter() - t0)
         step_count = int(np.asarray(jax.device_get(state.step))[0])
