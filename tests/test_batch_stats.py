@@ -76,11 +76,15 @@ def test_several_batches_give_the_mean_of_their_statistics_and_only_whole_batche
         np.testing.assert_array_equal(g, a)  # the same program on the same batch
 
 
-def test_the_many_seeds_runner_refuses_precise_bn_in_one_line():
+def test_the_many_seeds_runner_checks_precise_bn_as_a_single_run_does():
+    """A bad --precise-bn is one line before anything is compiled (its working case:
+    tests/test_multiseed.py)."""
     empty = np.zeros((256, 28, 28, 1), np.uint8)
     mnist = data.Mnist(empty, np.zeros(256, np.int32), empty[:64], np.zeros(64, np.int32))
-    with pytest.raises(UsageError, match="--precise-bn 128 is not supported when many seeds"):
-        multiseed.train_seeds(config_lib.Config(precise_bn=128), [0, 1], mnist)
+    with pytest.raises(UsageError, match="--precise-bn 16 is invalid"):
+        multiseed.train_seeds(config_lib.Config(precise_bn=16), [0, 1], mnist)
+    with pytest.raises(UsageError, match="--precise-bn 512 is invalid"):
+        multiseed.train_seeds(config_lib.Config(precise_bn=512, batch_size=32), [0, 1], mnist)
 
 
 @pytest.fixture(scope="module")
