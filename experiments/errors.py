@@ -28,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mnist_plus import data, trained  # noqa: E402
+from mnist_plus import data, sampler, trained  # noqa: E402
 
 
 def workdirs(folder: str) -> list[str]:
@@ -49,24 +49,22 @@ VIEWS = {1: [(0, 0)],
          9: [(dy, dx) for dy in (-1, 0, 1) for dx in (-1, 0, 1)]}
 
 
-def shifted(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
-    """uint8 images [N,H,W,1] moved by (dy, dx) pixels, zeros (background) shifted in."""
-    out = np.zeros_like(images)
-    h, w = images.shape[1:3]
-    out[:, max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)] = \
-        images[:, max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
-    return out
+def view_images(images: np.ndarray, views: int) -> list[np.ndarray]:
+    """The uint8 test images [N,H,W,1] moved by each of `VIEWS[views]`, with
+    `sampler.translate` (training's shifts), black background shifted in."""
+    return [sampler.translate(images, np.tile(np.array([shift], np.int32), (len(images), 1)),
+                              fill=np.uint8(0))
+            for shift in VIEWS[views]]
 
 
-def digit_probs(workdir: str, mnist: data.Mnist, views: int = 1) -> np.ndarray:
-    """[10000, 10] test digit probabilities of the newest checkpoint (the digit head does
-    not see the number, so any numbers do), averaged over `views` shifted copies of each
-    image (`VIEWS`: test-time augmentation with the 1-pixel shifts training uses)."""
+def digit_probs(workdir: str, views: Sequence[np.ndarray]) -> np.ndarray:
+    """[N, 10] test digit probabilities of the newest checkpoint, averaged over the
+    `view_images` (test-time augmentation when there are several; the digit head does not
+    see the number, so any numbers do)."""
     run = trained.load(workdir)
-    numbers = np.zeros(len(mnist.test_labels), np.int32)
-    images = np.asarray(mnist.test_images)
-    return np.mean([np.asarray(trained.predict(run, shifted(images, dy, dx), numbers).digit_probs)
-                    for dy, dx in VIEWS[views]], axis=0)
+    numbers = np.zeros(len(views[0]), np.int32)
+    return np.mean([np.asarray(trained.predict(run, images, numbers).digit_probs)
+                    for images in views], axis=0)
 
 
 def summarise(name: str, probs: list[np.ndarray], labels: np.ndarray) -> dict[str, Any]:
@@ -122,10 +120,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     args = parser.parse_args(argv)
     mnist = data.load_mnist(args.tfds_dir or None, args.mnist_dir or None)
     labels = np.asarray(mnist.test_labels)
+    views = view_images(np.asarray(mnist.test_images), args.views)
     rows, every = [], []
     for folder in args.folders:
         name = os.path.basename(os.path.normpath(folder))
-        probs = [digit_probs(w, mnist, args.views) for w in workdirs(folder)]
+        probs = [digit_probs(w, views) for w in workdirs(folder)]
         row = summarise(name, probs, labels)
         rows.append(row)
         every += probs

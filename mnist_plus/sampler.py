@@ -249,14 +249,16 @@ def augment_images(images, augment: Augment, shifts, maps, xp=np):
     return images
 
 
-def translate(images, shifts, xp=np):
-    """Shift each image by its (dy, dx), filling with the normalised background.
+def translate(images, shifts, xp=np, fill=None):
+    """Shift each image by its (dy, dx), filling with the background: `fill`, by default
+    the normalised background (training shifts normalised images).
 
     Written for NumPy and jax.numpy alike (`xp`), so the host-fed and the
     device-resident loops produce bit-identical batches.
     """
     side = images.shape[1]
-    fill = normalise(np.zeros((1, 1, 1, 1), np.uint8)).reshape(())
+    if fill is None:
+        fill = normalise(np.zeros((1, 1, 1, 1), np.uint8)).reshape(())
     grid = xp.arange(side)[None, :]
     rows = grid - shifts[:, 0:1]
     cols = grid - shifts[:, 1:2]

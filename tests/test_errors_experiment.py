@@ -80,12 +80,14 @@ def test_one_run_matches_predict_and_its_seed_folders_are_found(real_mnist_run, 
     assert (tmp_path / "floor.png").stat().st_size > 0
 
 
-def test_shifted_moves_pixels_and_fills_with_background():
+def test_views_move_pixels_and_fill_with_background():
     images = np.arange(1, 17, dtype=np.uint8).reshape(1, 4, 4, 1)
-    down_right = errors.shifted(images, 1, 1)[0, :, :, 0]
+    views = dict(zip(errors.VIEWS[9], errors.view_images(images, 9)))
+    assert all(v.dtype == np.uint8 and v.shape == images.shape for v in views.values())
+    down_right = views[(1, 1)][0, :, :, 0]
     assert (down_right[1:, 1:] == images[0, :3, :3, 0]).all()
     assert (down_right[0] == 0).all() and (down_right[:, 0] == 0).all()
-    up_left = errors.shifted(images, -1, -1)[0, :, :, 0]
+    up_left = views[(-1, -1)][0, :, :, 0]
     assert (up_left[:3, :3] == images[0, 1:, 1:, 0]).all()
-    assert (errors.shifted(images, 0, 0) == images).all()
+    assert (views[(0, 0)] == images).all()
     assert all(len(set(v)) == n and (0, 0) in v for n, v in errors.VIEWS.items())
