@@ -249,10 +249,5 @@ def conv_specs(model: MnistPlusNet) -> list[ConvSpec]:
     return specs
 
 
-def conv_shapes(model: MnistPlusNet) -> list[tuple[int, int, int, int]]:
-    """(input side, in channels, out channels, kernel) of each conv of `model`'s digit net."""
-    return [spec[:4] for spec in conv_specs(model)]
-
-
 def param_count(params: Any) -> int:
     return sum(int(x.size) for x in jax.tree_util.tree_leaves(params))

@@ -6,9 +6,14 @@ import numpy as np
 import optax
 import pytest
 
-from mnist_plus.model import MnistPlusNet, ShiftAdder, param_count
+from mnist_plus.model import MnistPlusNet, ShiftAdder, conv_specs, param_count
 
 EPS32 = float(np.finfo(np.float32).eps)
+
+
+def _conv_shapes(model):
+    """(input side, in channels, out channels, kernel) of each conv of the digit net."""
+    return [spec[:4] for spec in conv_specs(model)]
 
 
 @pytest.mark.slow
@@ -64,23 +69,22 @@ def test_digit_head_pool_averages_class_maps_and_conv_weighs_each_position():
 
 
 def test_stem_width_and_extra_convs_shape_the_digit_net():
-    from mnist_plus.model import conv_shapes
     # (input side, in channels, out channels, kernel) of every conv, in order.
-    assert conv_shapes(MnistPlusNet(width=16, stem="conv", stem_width=8, extra_convs=2)) == [
+    assert _conv_shapes(MnistPlusNet(width=16, stem="conv", stem_width=8, extra_convs=2)) == [
         (28, 1, 8, 3), (13, 8, 16, 3), (11, 16, 16, 3), (9, 16, 16, 3),
         (7, 16, 16, 3), (7, 16, 16, 3),   # an extra 'same' block keeps the side: 7 -> 7
         (5, 16, 16, 3), (5, 16, 10, 1)]
-    assert conv_shapes(MnistPlusNet(width=16, stem="conv", extra_convs=0)) == [
+    assert _conv_shapes(MnistPlusNet(width=16, stem="conv", extra_convs=0)) == [
         (28, 1, 16, 3), (13, 16, 16, 3), (11, 16, 16, 3), (9, 16, 16, 3), (7, 16, 16, 3),
         (5, 16, 10, 1)]
     # The patch stem replaces only the first block: a 4x4 conv, then the same 13x13 body.
-    assert conv_shapes(MnistPlusNet(width=16, stem="patch", extra_convs=0)) == [
+    assert _conv_shapes(MnistPlusNet(width=16, stem="patch", extra_convs=0)) == [
         (28, 1, 16, 4), (13, 16, 16, 3), (11, 16, 16, 3), (9, 16, 16, 3), (7, 16, 16, 3),
         (5, 16, 10, 1)]
     # The default: the patch stem and a 'same' block after the 7x7 and 5x5 blocks.
     from mnist_plus.config import Config
     from mnist_plus.model import build_model
-    assert conv_shapes(build_model(Config())) == conv_shapes(MnistPlusNet()) == [
+    assert _conv_shapes(build_model(Config())) == _conv_shapes(MnistPlusNet()) == [
         (28, 1, 16, 4), (13, 16, 16, 3), (11, 16, 16, 3), (9, 16, 16, 3), (7, 16, 16, 3),
         (7, 16, 16, 3), (5, 16, 16, 3), (5, 16, 10, 1)]
     with pytest.raises(ValueError, match="stem"):
@@ -89,11 +93,10 @@ def test_stem_width_and_extra_convs_shape_the_digit_net():
 
 
 def test_late_width_widens_only_the_5x5_blocks():
-    from mnist_plus.model import conv_shapes
-    assert conv_shapes(MnistPlusNet(late_width=32)) == [
+    assert _conv_shapes(MnistPlusNet(late_width=32)) == [
         (28, 1, 16, 4), (13, 16, 16, 3), (11, 16, 16, 3), (9, 16, 16, 3), (7, 16, 16, 3),
         (7, 16, 32, 3), (5, 32, 32, 3), (5, 32, 10, 1)]
-    assert conv_shapes(MnistPlusNet(late_width=32, extra_convs=0))[-3:] == [
+    assert _conv_shapes(MnistPlusNet(late_width=32, extra_convs=0))[-3:] == [
         (9, 16, 16, 3), (7, 16, 32, 3), (5, 32, 10, 1)]
 
 
