@@ -50,9 +50,10 @@ def accumulate(total: Any, state: TrainState, image: jax.Array) -> Any:
 
 def clean_batches(train_images: np.ndarray, num_examples: int, batch_size: int
                   ) -> list[np.ndarray]:
-    """The first `num_examples` training images (uint8, as loaded), normalised, in whole
-    batches of `batch_size`: what the pass reads."""
-    batches = num_examples // batch_size
+    """The first `num_examples` training images (uint8, as loaded; all of them if there are
+    fewer, so the default's 10,000 suits any training set), normalised, in whole batches of
+    `batch_size`: what the pass reads."""
+    batches = min(num_examples, len(train_images)) // batch_size
     if batches < 1:
         raise ValueError(f"{num_examples} examples make no batch of {batch_size}")
     images = sampler.normalise(train_images[:batches * batch_size])

@@ -65,7 +65,7 @@ class DigitNet(nn.Module):
     stem_width: int = 0  # channels of the stem's conv (0: width)
     extra_convs: int = 2  # 'same' blocks after the last N of the 11, 9, 7, 5 blocks
     stem: str = "patch"  # how 28x28 becomes 13x13: see STEMS and Config.stem
-    late_width: int = 0  # channels of the 5x5 blocks (0: width)
+    late_width: int = 32  # channels of the 5x5 blocks (0: width)
 
     @nn.compact
     def __call__(self, image: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
@@ -137,7 +137,7 @@ class MnistPlusNet(nn.Module):
     stem_width: int = 0          # channels of the stem's conv; 0: width
     extra_convs: int = 2         # extra 'same' conv blocks at the smallest sides (0..4)
     stem: str = "patch"          # how 28x28 becomes 13x13: see STEMS and Config.stem
-    late_width: int = 0          # channels of the 5x5 blocks; 0: width
+    late_width: int = 32         # channels of the 5x5 blocks; 0: width
 
     def setup(self):
         if self.adder_input not in ADDER_INPUTS:

@@ -172,8 +172,6 @@ def test_offline_without_any_data(cli, finished_workdir, tmp_path):
                                  "0 (off) to 4"),
     (["--precise-bn", "16"], "--precise-bn 16 is invalid: it must be 0 (off) or a number of "
                              "images of at least one batch (32)"),
-    (["--precise-bn", "512"], "--precise-bn 512 is invalid: it is larger than the 256 training "
-                              "examples"),
     (["--frobnicate"], "unrecognized arguments: --frobnicate"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 @pytest.mark.slow

@@ -74,6 +74,12 @@ def test_several_batches_give_the_mean_of_their_statistics_and_only_whole_batche
     assert partial.num_examples == 8
     for g, a in zip(_leaves(partial(state).batch_stats), _leaves(first)):
         np.testing.assert_array_equal(g, a)  # the same program on the same batch
+    # More images asked for than the training set holds (the default's 10,000 on a small
+    # set): all of them, in whole batches, are what the two-batch pass above read.
+    everything = batch_stats.PreciseBatchStats(images, 10_000, 8)
+    assert everything.num_examples == 16 == len(images)
+    for g, a in zip(_leaves(everything(state).batch_stats), _leaves(both(state).batch_stats)):
+        np.testing.assert_array_equal(g, a)
 
 
 def test_the_many_seeds_runner_checks_precise_bn_as_a_single_run_does():
@@ -83,8 +89,8 @@ def test_the_many_seeds_runner_checks_precise_bn_as_a_single_run_does():
     mnist = data.Mnist(empty, np.zeros(256, np.int32), empty[:64], np.zeros(64, np.int32))
     with pytest.raises(UsageError, match="--precise-bn 16 is invalid"):
         multiseed.train_seeds(config_lib.Config(precise_bn=16), [0, 1], mnist)
-    with pytest.raises(UsageError, match="--precise-bn 512 is invalid"):
-        multiseed.train_seeds(config_lib.Config(precise_bn=512, batch_size=32), [0, 1], mnist)
+    with pytest.raises(UsageError, match="--precise-bn 0.5 is invalid"):
+        multiseed.train_seeds(config_lib.Config(precise_bn=0.5), [0, 1], mnist)
 
 
 @pytest.fixture(scope="module")

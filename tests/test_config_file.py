@@ -91,13 +91,33 @@ def test_the_conv_stem_preset_is_the_earlier_default_model_and_given_fields_win(
     assert config_lib.preset("default") == config_lib.Config()
 
 
+def test_presets_name_every_field_the_default_has_changed_since_they_were_measured():
+    """A preset keeps its published figures only if it names the recipe fields that were
+    the defaults when it was measured: `lean` is the default until 2026-11-30, and the
+    older presets are built on it."""
+    lean = config_lib.preset("lean")
+    assert param_count(abstract_state(lean).params) == 21213
+    assert (lean.late_width, lean.label_smoothing, lean.precise_bn) == (0, 0.0, 0)
+    assert (lean.augment_rotate, lean.augment_scale, lean.augment_shear) == (0.0, 0.0, 0.0)
+    default = config_lib.Config()
+    assert param_count(abstract_state(default).params) == 30653
+    recipe = {k: v for k, v in config_lib.LEAN.items() if k not in ("stem", "extra_convs")}
+    for name in ("conv_stem", "fast"):
+        fields = config_lib.PRESETS[name]
+        assert {k: fields.get(k) for k in recipe} == recipe, name
+
+
 @pytest.mark.parametrize("name, fields, params", [
-    ("wider.py", {"stem": "conv", "stem_width": 8, "width": 20, "extra_convs": 2}, 26717),
+    ("wider.py", {"stem": "conv", "stem_width": 8, "width": 20, "extra_convs": 2,
+                  "late_width": 0, "augment_rotate": 0.0, "augment_scale": 0.0,
+                  "augment_shear": 0.0, "label_smoothing": 0.0, "precise_bn": 0}, 26717),
     ("accurate.py", {"stem": "conv", "stem_width": 8, "width": 32, "extra_convs": 2,
-                     "augment_rotate": 10.0, "augment_scale": 0.1, "augment_shear": 0.1}, 55925),
+                     "late_width": 0, "augment_rotate": 10.0, "augment_scale": 0.1,
+                     "augment_shear": 0.1, "label_smoothing": 0.0, "precise_bn": 0}, 55925),
     ("late_wide.py", {"stem": "patch", "extra_convs": 2, "late_width": 32,
-                      "augment_rotate": 10.0, "augment_scale": 0.1, "augment_shear": 0.1},
-     30653),
+                      "augment_rotate": 10.0, "augment_scale": 0.1, "augment_shear": 0.1,
+                      "label_smoothing": 0.0, "precise_bn": 0}, 30653),
+    ("lean.py", {**config_lib.PRESETS["lean"]}, 21213),
 ])
 def test_the_measured_config_files_hold_the_measured_fields_and_build(name, fields, params):
     # The fields their docstrings' figures were measured with (README, "Over five seeds").

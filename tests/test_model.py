@@ -57,7 +57,7 @@ def test_digit_head_pool_averages_class_maps_and_conv_weighs_each_position():
     image = jnp.asarray(np.random.default_rng(0).normal(size=(2, 28, 28, 1)), jnp.float32)
     counts = {}
     for head, kernel_shape in (("pool", (1, 1, 4, 10)), ("conv", (5, 5, 4, 10))):
-        net = MnistPlusNet(width=4, digit_head=head)
+        net = MnistPlusNet(width=4, digit_head=head, late_width=0)
         variables = net.init(jax.random.key(0), image, jnp.zeros((2, 10)))
         assert variables["params"]["digit_net"]["Conv_0"]["kernel"].shape == kernel_shape
         counts[head] = param_count(variables["params"])
@@ -70,29 +70,32 @@ def test_digit_head_pool_averages_class_maps_and_conv_weighs_each_position():
 
 def test_stem_width_and_extra_convs_shape_the_digit_net():
     # (input side, in channels, out channels, kernel) of every conv, in order.
-    assert _conv_shapes(MnistPlusNet(width=16, stem="conv", stem_width=8, extra_convs=2)) == [
+    assert _conv_shapes(MnistPlusNet(width=16, stem="conv", stem_width=8, extra_convs=2, late_width=0)) == [
         (28, 1, 8, 3), (13, 8, 16, 3), (11, 16, 16, 3), (9, 16, 16, 3),
         (7, 16, 16, 3), (7, 16, 16, 3),   # an extra 'same' block keeps the side: 7 -> 7
         (5, 16, 16, 3), (5, 16, 10, 1)]
-    assert _conv_shapes(MnistPlusNet(width=16, stem="conv", extra_convs=0)) == [
+    assert _conv_shapes(MnistPlusNet(width=16, stem="conv", extra_convs=0, late_width=0)) == [
         (28, 1, 16, 3), (13, 16, 16, 3), (11, 16, 16, 3), (9, 16, 16, 3), (7, 16, 16, 3),
         (5, 16, 10, 1)]
     # The patch stem replaces only the first block: a 4x4 conv, then the same 13x13 body.
-    assert _conv_shapes(MnistPlusNet(width=16, stem="patch", extra_convs=0)) == [
+    assert _conv_shapes(MnistPlusNet(width=16, stem="patch", extra_convs=0, late_width=0)) == [
         (28, 1, 16, 4), (13, 16, 16, 3), (11, 16, 16, 3), (9, 16, 16, 3), (7, 16, 16, 3),
         (5, 16, 10, 1)]
-    # The default: the patch stem and a 'same' block after the 7x7 and 5x5 blocks.
+    # The default: the patch stem, a 'same' block after the 7x7 and 5x5 blocks, and the
+    # 7->5 block and its 'same' block 32 wide.
     from mnist_plus.config import Config
     from mnist_plus.model import build_model
     assert _conv_shapes(build_model(Config())) == _conv_shapes(MnistPlusNet()) == [
         (28, 1, 16, 4), (13, 16, 16, 3), (11, 16, 16, 3), (9, 16, 16, 3), (7, 16, 16, 3),
-        (7, 16, 16, 3), (5, 16, 16, 3), (5, 16, 10, 1)]
+        (7, 16, 32, 3), (5, 32, 32, 3), (5, 32, 10, 1)]
     with pytest.raises(ValueError, match="stem"):
         MnistPlusNet(stem="pool").init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)),
                                        jnp.zeros((1, 10)))
 
 
 def test_late_width_widens_only_the_5x5_blocks():
+    assert _conv_shapes(MnistPlusNet(late_width=0))[-3:] == [
+        (7, 16, 16, 3), (5, 16, 16, 3), (5, 16, 10, 1)]
     assert _conv_shapes(MnistPlusNet(late_width=32)) == [
         (28, 1, 16, 4), (13, 16, 16, 3), (11, 16, 16, 3), (9, 16, 16, 3), (7, 16, 16, 3),
         (7, 16, 32, 3), (5, 32, 32, 3), (5, 32, 10, 1)]

@@ -19,4 +19,4 @@ default changes.
 
 def get_config():
     return {"stem": "patch", "extra_convs": 2, "late_width": 32, "augment_rotate": 10.0,
-            "augment_scale": 0.1, "augment_shear": 0.1}
+            "augment_scale": 0.1, "augment_shear": 0.1, "label_smoothing": 0.0, "precise_bn": 0}
