@@ -83,11 +83,11 @@ class Config:
     augment_elastic: float = _field(0.0, "randomly distort training images with a smooth "
                                     "(elastic) displacement field that moves pixels by this "
                                     "many pixels per axis, root mean square (0: off)")
-    precise_bn: int = _field(10000, "after every epoch, recompute BatchNorm's statistics from the "
-                             "first N training images (all of them if fewer), unaugmented, in "
-                             "whole batches of --batch-size, before evaluating and checkpointing; the running "
-                             "averages of warped batches misdescribe clean images (0: keep "
-                             "them)")
+    precise_bn: int = _field(10000, "after every epoch, recompute BatchNorm's statistics from "
+                             "the first N training images (all of them if fewer), unaugmented, "
+                             "in whole batches of --batch-size, before evaluating and "
+                             "checkpointing; the running averages of warped batches "
+                             "misdescribe clean images (0: keep them)")
     holdout: str = _field("none", "(digit, number) pairs never shown in training, to test "
                           "whether the adder generalises: 'sum9' (all pairs adding to 9) or "
                           "'random20' (20 pairs drawn from the seed)", choices=HOLDOUTS)
