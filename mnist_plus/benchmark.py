@@ -40,6 +40,7 @@ from mnist_plus import compile_cache  # noqa: E402
 from mnist_plus import config as config_lib  # noqa: E402
 from mnist_plus import batch_stats, data, evaluation, loops, sampler  # noqa: E402
 from mnist_plus import mesh as mesh_lib  # noqa: E402
+from mnist_plus import speedrun  # noqa: E402
 from mnist_plus.cli import config_from_args, config_parser, run_main  # noqa: E402
 from mnist_plus.errors import MnistPlusError, UsageError  # noqa: E402
 from mnist_plus.state import TrainState, create_state  # noqa: E402
@@ -346,7 +347,8 @@ def bench_first_step(argv: Sequence[str], timeout: float = 600) -> dict[str, Any
 def format_report(r: dict[str, Any]) -> str:
     """The results as a plain-text table."""
     lines = [f"mnist_plus benchmark: backend {r['backend']} ({r['device_kind']}, "
-             f"{r['num_devices']} device(s)), jax {r['jax_version']}, {r['data']} data "
+             f"{r['num_devices']} device(s)), host CPU {r['cpu_isa']} with {r['cpu_count']} "
+             f"cores, jax {r['jax_version']}, {r['data']} data "
              f"({r['train_examples']} train / {r['test_examples']} test), "
              f"width {r['config']['width']}"]
     mm = r["matmul"]
@@ -586,6 +588,7 @@ def run(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     return {
         "backend": backend, "device_kind": device.device_kind,
         "num_devices": len(jax.devices()), "jax_version": jax.__version__,
+        "cpu_isa": speedrun.cpu_isa(), "cpu_count": os.cpu_count(),
         "data": "mnist" if args.real_mnist else "synthetic", "train_examples": n_train,
         "test_examples": len(mnist.test_labels), "repeats": args.repeats,
         "config": config_lib.to_dict(config), "matmul": matmul, "train_step": steps,
@@ -606,8 +609,6 @@ def _speed_config(args: argparse.Namespace) -> config_lib.Config:
 
 
 def run_speed(args: argparse.Namespace) -> dict[str, Any]:
-    from mnist_plus import speedrun
-
     mnist_dir = args.mnist_dir or os.environ.get("MNIST_PLUS_MNIST_DIR", "")
     if args.compare_pytorch and not mnist_dir:
         raise UsageError("--compare-pytorch reads the MNIST IDX files: pass --mnist-dir DIR or "

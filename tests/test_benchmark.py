@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from mnist_plus import benchmark
+from mnist_plus import benchmark, speedrun
 from mnist_plus import config as config_lib
 from tests.conftest import REPO
 
@@ -44,6 +44,9 @@ def test_benchmark_cli_reports_every_figure(tmp_path):
     assert result.returncode == 0, result.stderr
     r = json.loads(out.read_text())
     assert r["backend"] and r["data"] == "synthetic" and r["train_examples"] == 256
+    # Speed moves with the vector ISA: every figure says which CPU it came from.
+    assert r["cpu_isa"] == speedrun.cpu_isa() and r["cpu_count"] == os.cpu_count()
+    assert f"host CPU {r['cpu_isa']} with {r['cpu_count']} cores" in result.stdout
 
     positive = {
         "matmul": ("flops", "seconds", "flops_per_second"),
