@@ -94,6 +94,19 @@ def test_normalise_uses_mnist_statistics():
                                rtol=4 * np.finfo(np.float32).eps)
 
 
+def test_normalise_gives_the_formulas_bits_for_every_pixel_value_and_any_shape():
+    # uint8 images are looked up in a table; other dtypes take the float32 formula itself.
+    values = np.arange(256, dtype=np.uint8)
+    formula = sampler.normalise(values.astype(np.int32))
+    table = sampler.normalise(values)
+    assert table.dtype == formula.dtype == np.float32
+    np.testing.assert_array_equal(table.view(np.uint32), formula.view(np.uint32))
+    images = np.random.default_rng(0).integers(0, 256, (3, 28, 28, 1), dtype=np.uint8)
+    out = sampler.normalise(images)
+    assert out.shape == images.shape and out.dtype == np.float32
+    np.testing.assert_array_equal(out, formula[images.astype(np.int64)])
+
+
 def test_translate_moves_pixels_and_fills_with_background():
     image = np.zeros((1, 28, 28, 1), np.uint8)
     image[0, 10, 12] = 255
