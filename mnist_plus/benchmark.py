@@ -229,7 +229,7 @@ def bench_epoch(state: TrainState, config: config_lib.Config, mnist: data.Mnist,
     warm = min(steps, 3) if loop_name == "host" else steps
     warm_metrics, metrics = zero_train_metrics(), zero_train_metrics()
     t0 = time.perf_counter()
-    loop = loops.make_loop(loop_name, sampler.normalise(mnist.train_images), mnist.train_labels,
+    loop = loops.make_loop(loop_name, mnist.train_images, mnist.train_labels,
                            config.seed, config.batch_size, config_lib.augment(config))
     setup_seconds = time.perf_counter() - t0
     jax.block_until_ready((state, warm_metrics, metrics))
@@ -313,7 +313,7 @@ def first_step_probe(args: argparse.Namespace, config: config_lib.Config) -> dic
     t_data = time.time()
     state = create_state(config, sampler.steps_per_epoch(len(mnist.train_labels),
                                                                 config.batch_size))
-    loop = loops.make_loop(config.loop, sampler.normalise(mnist.train_images),
+    loop = loops.make_loop(config.loop, mnist.train_images,
                            mnist.train_labels, config.seed, config.batch_size)
     t_init = time.time()
     jax.block_until_ready(loop.run(state, zero_train_metrics(), 0, 0, 1))

@@ -187,7 +187,8 @@ class ScanLoop:
         self.host_labels, self.held_out = labels, held_out
         self._put = (jax.device_put if mesh is None
                      else lambda x: mesh_lib.put_replicated(x, mesh))
-        self.images = self._put(images)
+        self.images = self._put(sampler.normalise(images) if images.dtype == np.uint8
+                                else images)
         self.labels = self._put(labels.astype(np.int32))
         self.seed, self.batch_size, self.augment = seed, batch_size, augment
         self._batch_sharding = None if mesh is None else mesh_lib.split(mesh)
@@ -229,7 +230,9 @@ class ScanLoop:
 def make_loop(name: str, images: np.ndarray, labels: np.ndarray, seed: int, batch_size: int,
               augment: sampler.Augment = sampler.NO_AUGMENT,
               held_out: np.ndarray | None = None, mesh: Mesh | None = None):
-    """The loop called `name` ('host', 'scan' or 'auto') over normalised train images."""
+    """The loop called `name` ('host', 'scan' or 'auto') over the train images: uint8 as
+    loaded (the host loop normalises each batch, the scan loop the whole set once) or
+    already normalised."""
     if choose_loop(name) == "host":
         return host_loop(images, labels, seed, batch_size, augment, held_out, mesh)
     return ScanLoop(images, labels, seed, batch_size, augment, held_out, mesh)

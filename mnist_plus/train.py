@@ -164,7 +164,7 @@ def _train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool,
             return _finish(workdir, metrics_log, timing_log, load_seconds, None, mesh, log)
 
         loop = loops.make_loop(
-            config.loop, sampler.normalise(mnist.train_images), mnist.train_labels, config.seed,
+            config.loop, mnist.train_images, mnist.train_labels, config.seed,
             config.batch_size, config_lib.augment(config),
             sampler.held_out_pairs(config.holdout, config.seed), mesh)
         loop = profiling.wrap(loop, config_lib.profile_window(config.profile_steps),

@@ -111,6 +111,14 @@ def test_the_scan_loop_builds_the_host_loops_batches(augment):
             np.testing.assert_array_equal(got.image, want.image)
 
 
+def test_the_scan_loop_normalises_uint8_images_once_as_the_host_loop_does_per_batch():
+    raw = np.random.default_rng(2).integers(0, 256, (64, 28, 28, 1), dtype=np.uint8)
+    labels = np.arange(64) % 10
+    loop = loops.make_loop("scan", raw, labels, 0, 32)
+    assert loop.images.dtype == np.float32
+    np.testing.assert_array_equal(np.asarray(loop.images), sampler.normalise(raw))
+
+
 def test_split_at_multiples_cuts_where_checkpoints_and_logs_fall():
     # Epoch 1 of 8 steps, every 3 global steps: global steps 9, 12, 15 are steps 1, 4, 7.
     assert loops.split_at_multiples(0, 8, 3, offset=8) == [(0, 1), (1, 4), (4, 7), (7, 8)]

@@ -141,6 +141,23 @@ def test_augmentation_keeps_order_and_numbers(augment):
         assert not np.array_equal(a.image, b.image)
 
 
+@pytest.mark.parametrize("augment", [sampler.NO_AUGMENT, AFFINE])
+def test_uint8_images_give_bit_for_bit_the_batches_of_their_normalised_floats(augment):
+    # Training starts hand the loop the images as loaded: each batch is normalised as its
+    # rows are picked, and must be what normalising the whole set first gave.
+    raw = np.random.default_rng(1).integers(0, 256, (96, 28, 28, 1), dtype=np.uint8)
+    labels = np.arange(96) % 10
+    whole = sampler.train_batches(sampler.normalise(raw), labels, 3, 2, 32, start_step=1,
+                                  augment=augment, rows=slice(8, 24))
+    per_batch = sampler.train_batches(raw, labels, 3, 2, 32, start_step=1, augment=augment,
+                                      rows=slice(8, 24))
+    for n, (a, b) in enumerate(zip(whole, per_batch, strict=True), 1):
+        assert b.image.dtype == np.float32 and b.image.shape == (16, 28, 28, 1)
+        for name in sampler.Batch._fields:
+            np.testing.assert_array_equal(getattr(a, name), getattr(b, name))
+    assert n == 2
+
+
 def test_warp_with_identity_maps_is_translate_bit_for_bit():
     images, _ = _data(16)
     shifts = sampler.epoch_shifts(0, 0, 16, 3)
