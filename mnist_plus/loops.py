@@ -187,8 +187,7 @@ class ScanLoop:
         self.host_labels, self.held_out = labels, held_out
         self._put = (jax.device_put if mesh is None
                      else lambda x: mesh_lib.put_replicated(x, mesh))
-        self.images = self._put(sampler.normalise(images) if images.dtype == np.uint8
-                                else images)
+        self.images = self._put(sampler.as_normalised(images))
         self.labels = self._put(labels.astype(np.int32))
         self.seed, self.batch_size, self.augment = seed, batch_size, augment
         self._batch_sharding = None if mesh is None else mesh_lib.split(mesh)

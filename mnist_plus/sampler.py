@@ -88,6 +88,12 @@ def normalise(images: np.ndarray) -> np.ndarray:
     return _normalise_arithmetic(images)
 
 
+def as_normalised(images: np.ndarray) -> np.ndarray:
+    """Training images as the loops take them: uint8 as loaded (normalised here) or
+    already normalised floats (unchanged)."""
+    return normalise(images) if images.dtype == np.uint8 else images
+
+
 def one_hot(numbers: np.ndarray) -> np.ndarray:
     return np.eye(NUM_NUMBERS, dtype=np.float32)[numbers]
 
@@ -322,10 +328,7 @@ def train_batches(images: np.ndarray, labels: np.ndarray, seed: int, epoch: int,
     for step in range(start_step, steps_per_epoch(len(labels), batch_size)):
         sl = np.arange(step * batch_size, (step + 1) * batch_size)[rows]
         idx = permutation[sl]
-        picked = images[idx]
-        if picked.dtype == np.uint8:
-            picked = normalise(picked)
-        batch_images = augment_images(picked, augment, shifts[sl],
+        batch_images = augment_images(as_normalised(images[idx]), augment, shifts[sl],
                                       None if maps is None else maps[sl])
         yield make_batch(batch_images, labels[idx], numbers[sl])
 
