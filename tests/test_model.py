@@ -70,7 +70,8 @@ def test_digit_head_pool_averages_class_maps_and_conv_weighs_each_position():
 
 def test_stem_width_and_extra_convs_shape_the_digit_net():
     # (input side, in channels, out channels, kernel) of every conv, in order.
-    assert _conv_shapes(MnistPlusNet(width=16, stem="conv", stem_width=8, extra_convs=2, late_width=0)) == [
+    assert _conv_shapes(MnistPlusNet(width=16, stem="conv", stem_width=8, extra_convs=2,
+                                     late_width=0)) == [
         (28, 1, 8, 3), (13, 8, 16, 3), (11, 16, 16, 3), (9, 16, 16, 3),
         (7, 16, 16, 3), (7, 16, 16, 3),   # an extra 'same' block keeps the side: 7 -> 7
         (5, 16, 16, 3), (5, 16, 10, 1)]

@@ -233,8 +233,9 @@ def test_script_shards_seeds_over_two_devices_and_writes_tables(prepared_tiny, s
          "--seeds", ",".join(map(str, SEEDS)), "--epochs", str(c.epochs), "--batch-size",
          str(c.batch_size), "--width", str(c.width), "--adder-hidden", str(c.adder_hidden),
          "--eval-batch-size", str(c.eval_batch_size), "--precise-bn", str(c.precise_bn),
-         "--tfds-dir", tfds_dir, "--out", str(out)],  # with the progress bar, as a user runs it: its update
-        # returns True when it redraws, which once stopped every epoch after one step
+         "--tfds-dir", tfds_dir, "--out", str(out)],
+        # with the progress bar, as a user runs it: its update returns True when it
+        # redraws, which once stopped every epoch after one step
         cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "2 seeds [0, 1] in one program (vmap) on 2 of 2 cpu device(s)" in result.stdout
