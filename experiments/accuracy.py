@@ -30,7 +30,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # Run as a script from anywhere: import this checkout's mnist_plus, not an installed one.
 sys.path.insert(0, ROOT)
 
-from mnist_plus import atomic  # noqa: E402
+from mnist_plus.runtime import atomic  # noqa: E402
 KEYS = ("test_digit_accuracy", "test_sum_accuracy", "test_exhaustive_sum_accuracy",
         "test_sum_agreement")
 

@@ -25,10 +25,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mnist_plus import configs
 from mnist_plus import config as config_lib
-from mnist_plus import data, sampler, trained
+from mnist_plus.data import mnist as data
+from mnist_plus.data import sampler
+from mnist_plus.tools import trained
 from mnist_plus.model import MnistPlusNet
-from mnist_plus.train import train_and_evaluate
+from mnist_plus.trainer import train_and_evaluate
 
 ECE_BINS = 15
 
@@ -134,8 +137,8 @@ def main() -> None:
     parser.add_argument("--adders", default="mlp,shift")
     parser.add_argument("--adder-inputs", default="logits",
                         help="what the mlp adder sees (the shift adder always reads logits)")
-    parser.add_argument("--preset", choices=sorted(config_lib.PRESETS), default="conv_stem",
-                        help="model and recipe (config.PRESETS); the tables were made with "
+    parser.add_argument("--preset", choices=configs.NAMES, default="conv_stem",
+                        help="model and recipe (mnist_plus/configs/); the tables were made with "
                              "conv_stem")
     parser.add_argument("--out", default="experiments/results/adder")
     parser.add_argument("--tfds-dir", default="")
@@ -151,7 +154,7 @@ def main() -> None:
     for holdout in args.holdouts.split(","):
         for adder, adder_input in heads:
             name = f"{adder}-{adder_input}" if adder == "mlp" else adder
-            config = config_lib.preset(args.preset, epochs=args.epochs, seed=args.seed,
+            config = configs.get(args.preset, epochs=args.epochs, seed=args.seed,
                                        holdout=holdout, adder=adder, adder_input=adder_input,
                                        tfds_dir=args.tfds_dir, mnist_dir=args.mnist_dir,
                                        progress=False, report=False)

@@ -18,10 +18,11 @@ import os
 
 import numpy as np
 
+from mnist_plus import configs
 from mnist_plus import config as config_lib
 from mnist_plus.model import param_count
-from mnist_plus.state import create_state
-from mnist_plus.train import train_and_evaluate
+from mnist_plus.training.state import create_state
+from mnist_plus.trainer import train_and_evaluate
 
 
 def _ints(text: str) -> list[int]:
@@ -73,8 +74,8 @@ def main() -> None:
     parser.add_argument("--widths", default="8,16,24")
     parser.add_argument("--epochs", default="1,3,10")
     parser.add_argument("--seeds", default="0,1")
-    parser.add_argument("--preset", choices=sorted(config_lib.PRESETS), default="conv_stem",
-                        help="model and recipe (config.PRESETS) whose width and epochs vary; "
+    parser.add_argument("--preset", choices=configs.NAMES, default="conv_stem",
+                        help="model and recipe (mnist_plus/configs/) whose width and epochs vary; "
                              "the table was made with conv_stem")
     parser.add_argument("--out", default="experiments/results/capacity")
     parser.add_argument("--tfds-dir", default="")
@@ -93,7 +94,7 @@ def main() -> None:
             for seed in _ints(args.seeds):
                 if (args.preset, width, epochs, seed) in done:
                     continue
-                config = config_lib.preset(args.preset, epochs=epochs, width=width, seed=seed,
+                config = configs.get(args.preset, epochs=epochs, width=width, seed=seed,
                                            tfds_dir=args.tfds_dir, mnist_dir=args.mnist_dir,
                                            progress=False, report=False, log_every_steps=0)
                 workdir = os.path.join(args.out, f"w{width}-e{epochs}-s{seed}")

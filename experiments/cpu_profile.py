@@ -27,7 +27,7 @@ FLAG_SETS = {
 
 
 def _median_ms(fn, *args, repeats: int = 5, inner: int = 10) -> float:
-    from mnist_plus.benchmark import median_seconds
+    from mnist_plus.tools.benchmark import median_seconds
 
     return median_seconds(lambda: fn(*args), repeats=repeats, inner=inner) * 1e3
 
@@ -40,11 +40,11 @@ def step_ms(width: int, batch_size: int) -> dict[str, float]:
     import jax.numpy as jnp
     import optax
 
-    from mnist_plus.benchmark import synthetic_batch
+    from mnist_plus.tools.benchmark import synthetic_batch
     from mnist_plus.config import Config
     from mnist_plus.model import build_model
-    from mnist_plus.state import init_state
-    from mnist_plus.train_step import train_step, zero_train_metrics
+    from mnist_plus.training.state import init_state
+    from mnist_plus.training.step import train_step, zero_train_metrics
 
     net = build_model(dataclasses.replace(Config(), width=width))
     state = init_state(net, optax.adamw(1e-3), jax.random.key(0))
@@ -126,7 +126,7 @@ def conv_layers(width: int, batch_size: int) -> list[dict]:
 def batch_build_ms(batch_size: int, augment: "sampler.Augment") -> float:
     import numpy as np
 
-    from mnist_plus import sampler
+    from mnist_plus.data import sampler
 
     rng = np.random.default_rng(0)
     images = sampler.normalise(rng.integers(0, 256, (60000, 28, 28, 1)).astype(np.uint8))
@@ -145,9 +145,9 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--step-only", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    from mnist_plus import sampler
+    from mnist_plus.data import sampler
     from mnist_plus.config import Config
-    from mnist_plus.config import augment as augment_of
+    from mnist_plus.data.sampler import augment_for as augment_of
 
     width = args.width or Config().width
     if args.step_only:

@@ -22,10 +22,14 @@ import jax
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from mnist_plus import configs
 from mnist_plus import config as config_lib  # noqa: E402
-from mnist_plus import data, evaluation, sampler, state as state_lib  # noqa: E402
-from mnist_plus import metrics as metrics_lib  # noqa: E402
-from mnist_plus.train_step import train_step, zero_train_metrics  # noqa: E402
+from mnist_plus.data import mnist as data  # noqa: E402
+from mnist_plus.training import evaluation  # noqa: E402
+from mnist_plus.data import sampler  # noqa: E402
+from mnist_plus.training import state as state_lib  # noqa: E402
+from mnist_plus.training import metrics as metrics_lib  # noqa: E402
+from mnist_plus.training.step import train_step, zero_train_metrics  # noqa: E402
 
 
 def ema_update(decay: float, average: Any, current: Any) -> Any:
@@ -58,7 +62,7 @@ def run(config: config_lib.Config, decays: Sequence[float], mnist: data.Mnist,
     for epoch in range(config.epochs):
         metrics = zero_train_metrics()
         for batch in sampler.train_batches(images, mnist.train_labels, config.seed, epoch,
-                                           config.batch_size, augment=config_lib.augment(config)):
+                                           config.batch_size, augment=sampler.augment_for(config)):
             state, averages, metrics = step(state, averages, jax.device_put(batch), metrics)
         row = {"seed": config.seed, "epoch": epoch + 1,
                "raw": _accuracies(evaluator.metrics(state))}
@@ -79,8 +83,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--epochs", type=int, default=config_lib.Config.epochs)
     parser.add_argument("--mnist-dir", default=os.environ.get("MNIST_PLUS_MNIST_DIR", ""))
     parser.add_argument("--tfds-dir", default="")
-    parser.add_argument("--preset", choices=sorted(config_lib.PRESETS), default="conv_stem",
-                        help="model and recipe (config.PRESETS); the README's rows were made "
+    parser.add_argument("--preset", choices=configs.NAMES, default="conv_stem",
+                        help="model and recipe (mnist_plus/configs/); the README's rows were made "
                              "with conv_stem")
     parser.add_argument("--json", default="", help="write every row here")
     args = parser.parse_args(argv)
@@ -88,7 +92,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     decays = [float(d) for d in args.decays.split(",")]
     rows = []
     for seed in (int(s) for s in args.seeds.split(",")):
-        rows += run(config_lib.preset(args.preset, seed=seed, epochs=args.epochs), decays,
+        rows += run(configs.get(args.preset, seed=seed, epochs=args.epochs), decays,
                     mnist)
     if args.json:
         with open(args.json, "w") as f:

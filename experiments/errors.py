@@ -28,7 +28,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mnist_plus import data, sampler, trained  # noqa: E402
+from mnist_plus.data import mnist as data  # noqa: E402
+from mnist_plus.data import sampler  # noqa: E402
+from mnist_plus.tools import trained  # noqa: E402
 
 
 def workdirs(folder: str) -> list[str]:

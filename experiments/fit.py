@@ -25,7 +25,8 @@ import numpy as np
 # Run as a script from anywhere: import this checkout's mnist_plus, not an installed one.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mnist_plus import data, trained  # noqa: E402
+from mnist_plus.data import mnist as data  # noqa: E402
+from mnist_plus.tools import trained  # noqa: E402
 from mnist_plus.cli import run_main, usage_parser  # noqa: E402
 
 

@@ -22,9 +22,12 @@ from typing import Any, Sequence
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mnist_plus import batch_stats, data, evaluation, trained  # noqa: E402
-from mnist_plus import metrics as metrics_lib  # noqa: E402
-from mnist_plus.state import TrainState  # noqa: E402
+from mnist_plus.training import batch_stats  # noqa: E402
+from mnist_plus.data import mnist as data  # noqa: E402
+from mnist_plus.training import evaluation  # noqa: E402
+from mnist_plus.tools import trained  # noqa: E402
+from mnist_plus.training import metrics as metrics_lib  # noqa: E402
+from mnist_plus.training.state import TrainState  # noqa: E402
 
 KEYS = ("test_digit_accuracy", "test_sum_accuracy")
 

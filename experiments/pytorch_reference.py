@@ -78,7 +78,7 @@ def _usage_error_type() -> type[Exception]:
 
 def load_split(folder: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     """Normalised float32 images [N, 1, 28, 28] and int64 labels of an IDX split."""
-    from mnist_plus import idx  # NumPy only: no JAX or TFDS is imported
+    from mnist_plus.data import idx  # NumPy only: no JAX or TFDS is imported
 
     images, labels = idx.read_split(folder, split)
     # ToTensor: uint8 HWC -> float32 CHW / 255; then Normalize: (x - mean) / std.
@@ -273,7 +273,7 @@ def _check(args: argparse.Namespace) -> None:
 def _write_json(path: str, result: dict[str, Any]) -> None:
     data = (json.dumps(result, indent=2) + "\n").encode()
     try:
-        from mnist_plus.atomic import replace_file
+        from mnist_plus.runtime.atomic import replace_file
         replace_file(path, lambda f: f.write(data))
     except ImportError:
         with open(path, "wb") as f:

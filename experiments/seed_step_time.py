@@ -21,10 +21,11 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
 
-from mnist_plus import multiseed, sampler  # noqa: E402
+from mnist_plus.training import multiseed  # noqa: E402
+from mnist_plus.data import sampler  # noqa: E402
 from mnist_plus.cli import config_from_args, config_parser, run_main  # noqa: E402
 from mnist_plus.errors import UsageError  # noqa: E402
-from mnist_plus.train_step import zero_train_metrics  # noqa: E402
+from mnist_plus.training.step import zero_train_metrics  # noqa: E402
 
 
 def step_seconds(config, num_seeds: int, seed_map: str, repeats: int, steps: int) -> float:

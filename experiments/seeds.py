@@ -25,7 +25,8 @@ from typing import Any, Sequence
 # Run as a script from anywhere: import this checkout's mnist_plus, not an installed one.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from mnist_plus import data, multiseed  # noqa: E402
+from mnist_plus.data import mnist as data  # noqa: E402
+from mnist_plus.training import multiseed  # noqa: E402
 from mnist_plus.cli import config_from_args, config_parser, run_main  # noqa: E402
 from mnist_plus.errors import UsageError  # noqa: E402
 

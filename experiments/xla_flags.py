@@ -31,7 +31,7 @@ from typing import Any, Sequence
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
 
-from mnist_plus import speedrun  # noqa: E402  (cpu_isa)
+from mnist_plus.tools import speedrun  # noqa: E402  (cpu_isa)
 from mnist_plus.errors import UsageError  # noqa: E402
 
 # name -> XLA_FLAGS value. Defaults of jaxlib 0.10.2 (from its flag help): xnnpack on,
@@ -64,10 +64,12 @@ def worker(batch_sizes: Sequence[int], repeats: int, min_repeat_seconds: float) 
     import jax
     import numpy as np
 
-    from mnist_plus import benchmark, compile_cache, sampler
+    from mnist_plus.tools import benchmark
+    from mnist_plus.runtime import compile_cache
+    from mnist_plus.data import sampler
     from mnist_plus import config as config_lib
-    from mnist_plus.state import create_state
-    from mnist_plus.train_step import train_step, zero_train_metrics
+    from mnist_plus.training.state import create_state
+    from mnist_plus.training.step import train_step, zero_train_metrics
 
     compile_cache.enable()
     config = config_lib.Config()

@@ -1,17 +1,23 @@
-"""The command-line flags of train (generated from `Config`), predict and report, with
-one-line usage errors. Nothing here imports jax: each CLI checks its flags with these
-parsers before its heavy imports."""
+"""Every CLI's flags (the config's generated from `Config`) and its launch, with one-line
+usage errors. Nothing here imports jax: `launch` parses and checks the flags first, so
+`--help` and a mistyped flag answer at once, and only then imports the tool's module."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
+import importlib
 import sys
+import time
 from typing import Callable, Sequence
 
 from mnist_plus import config as config_lib
+from mnist_plus import configs
 from mnist_plus.config import Config
 from mnist_plus.errors import Interrupted, MnistPlusError, UsageError
+
+IMPORTED_AT = time.time()  # the first of our modules a CLI imports: its start, near enough
 
 
 class _Parser(argparse.ArgumentParser):
@@ -32,15 +38,19 @@ def _number(kind):
 
 
 class _ConfigFileParser(_Parser):
-    """Applies `--config FILE` as the defaults of the Config flags, then parses again, so
-    that flags given on the command line override the file."""
+    """Applies `--preset NAME`, then `--config FILE`, as the defaults of the Config flags,
+    then parses again, so that flags given on the command line override both."""
+
+    default_preset: Callable[[argparse.Namespace], str] = staticmethod(lambda args: "default")
 
     def parse_known_args(self, args=None, namespace=None):
         args = sys.argv[1:] if args is None else list(args)
         first = argparse.Namespace(**vars(namespace)) if namespace is not None else None
         found, _ = super().parse_known_args(args, first)
+        fields = configs.preset_fields(found.preset or self.default_preset(found))
         if found.config:
-            self.set_defaults(**config_lib.load_file(found.config))
+            fields.update(configs.load_file(found.config))
+        self.set_defaults(**{**self._config_defaults, **fields})
         return super().parse_known_args(args, namespace)
 
 
@@ -55,9 +65,14 @@ def config_parser(prog: str, description: str) -> argparse.ArgumentParser:
     `--config FILE` to set them from a file (flags given on the command line win)."""
     parser = _ConfigFileParser(prog=prog, description=description,
                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--preset", default="", metavar="NAME",
+                        help=f"a named config (mnist_plus/configs/NAME.py): "
+                             f"{', '.join(configs.NAMES)}; --config and flags override it "
+                             f"(default: default)")
     parser.add_argument("--config", default="", metavar="FILE",
                         help="a .json file (an object of config fields) or a .py file whose "
-                             "get_config() returns them; flags on the command line override it")
+                             "get_config() returns them; it overrides --preset, and flags on "
+                             "the command line override it")
     for f in dataclasses.fields(Config):
         flag = "--" + f.name.replace("_", "-")
         kwargs = {"default": f.default, "help": f.metadata["help"]}
@@ -70,6 +85,7 @@ def config_parser(prog: str, description: str) -> argparse.ArgumentParser:
         if f.metadata["choices"]:
             kwargs["choices"] = f.metadata["choices"]
         parser.add_argument(flag, dest=f.name, **kwargs)
+    parser._config_defaults = {f.name: f.default for f in dataclasses.fields(Config)}
     return parser
 
 
@@ -79,7 +95,7 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 def train_parser() -> argparse.ArgumentParser:
     """`python -m mnist_plus.train`'s flags: the config's, the workdir's and jax.distributed's."""
-    from mnist_plus import distributed
+    from mnist_plus.runtime import distributed
 
     parser = config_parser("python -m mnist_plus.train",
                            "Train the MNIST digit + number model; rerun to resume.")
@@ -91,17 +107,24 @@ def train_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def exit_on_bad_flags(parser: argparse.ArgumentParser, argv: Sequence[str],
-                      check: Callable[[argparse.Namespace], object] | None = None) -> None:
-    """Parse and check a CLI's flags before it imports jax, flax and orbax (about 1 s
-    on 2 cores): `--help` and a mistyped flag answer at once. `check` (default: validate
-    the Config the flags give) raises the CLI's own one-line errors. What passes is parsed
-    again by the CLI's main, with the same parser and check, so no check differs."""
-    if check is None:
-        check = lambda args: config_lib.validate(config_from_args(args))  # noqa: E731
-    code = run_main(lambda a: check(parser.parse_args(a)), argv)
-    if code:
-        sys.exit(code)
+def check_config(args: argparse.Namespace) -> None:
+    """The check of a CLI whose flags make a Config: every field valid."""
+    config_lib.validate(config_from_args(args))
+
+
+def launch(parser: Callable[[], argparse.ArgumentParser], module: str,
+           argv: Sequence[str] | None = None,
+           check: Callable[[argparse.Namespace], object] = lambda args: None) -> int:
+    """A CLI's life, returning its exit status: parse and `check` the flags with nothing
+    heavy imported (jax, flax and orbax take about 1 s on 2 cores), then import `module`
+    and call its `run(args)`. Expected errors become one line on stderr."""
+    def go(argv: Sequence[str]) -> None:
+        args = parser().parse_args(argv)
+        args.argv = list(argv)  # as given: for a tool that reruns itself in a fresh process
+        check(args)
+        importlib.import_module(module).run(args)
+
+    return run_main(go, sys.argv[1:] if argv is None else list(argv))
 
 
 STEP_HELP = ("which checkpoint: 'latest' (the newest), 'best' (the best test sum accuracy "
@@ -171,6 +194,134 @@ def report_parser() -> argparse.ArgumentParser:
     return parser
 
 
+# ---------------------------------------------------------------------- benchmark
+
+BENCHMARK_LOOPS = tuple(name for name in config_lib.LOOPS if name != "auto")
+# On CPU the scan loop runs about ten times slower per step than the host loop, so by
+# default it is timed on this many examples and extrapolated (the host loop: a full epoch).
+CPU_SCAN_EPOCH_EXAMPLES = 2560
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of "
+                                         f"integers") from None
+    if not values or any(v <= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: give one or more positive integers")
+    return values
+
+
+def _loop_list(text: str) -> list[str]:
+    names = [v.strip() for v in text.split(",") if v.strip()]
+    bad = [n for n in names if n not in BENCHMARK_LOOPS]
+    if not names or bad:
+        raise argparse.ArgumentTypeError(f"{text!r}: choose from {', '.join(BENCHMARK_LOOPS)}")
+    return names
+
+
+def _epoch_examples(text: str) -> dict[str, int] | str:
+    """'auto', N (every loop), or 'host=N,scan=M'; 0 means the whole training set."""
+    if text == "auto":
+        return text
+    try:
+        if "=" not in text:
+            return {name: int(text) for name in BENCHMARK_LOOPS}
+        pairs = dict(item.split("=", 1) for item in text.split(","))
+        values = {name.strip(): int(v) for name, v in pairs.items()}
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: give auto, N, or host=N,scan=M") from None
+    if set(values) - set(BENCHMARK_LOOPS) or any(v < 0 for v in values.values()):
+        raise argparse.ArgumentTypeError(f"{text!r}: loops are {', '.join(BENCHMARK_LOOPS)} and "
+                                         f"counts are >= 0")
+    return values
+
+
+def benchmark_parser() -> argparse.ArgumentParser:
+    """`python -m mnist_plus.benchmark`'s flags: the config's and the measurements'."""
+    parser = config_parser("python -m mnist_plus.benchmark",
+                           "Measure compile time, step time, epoch time per loop, evaluation "
+                           "throughput, FLOPs and utilisation, and start-up on this backend. "
+                           "The config flags set the model and the epoch's batch size.")
+    bench = parser.add_argument_group("benchmark")
+    bench.add_argument("--batch-sizes", type=_int_list, default=[128, 512, 2048],
+                       help="batch sizes for the train-step timing, comma-separated")
+    bench.add_argument("--repeats", type=int, default=5,
+                       help="timed repeats per figure (the median is reported)")
+    bench.add_argument("--warmup-steps", type=int, default=2,
+                       help="untimed steps after the first call, before timing")
+    bench.add_argument("--min-repeat-seconds", type=float, default=0.2,
+                       help="each timed repeat runs enough steps to last at least this long")
+    bench.add_argument("--loops", type=_loop_list, default=list(BENCHMARK_LOOPS),
+                       help="training loops whose epoch is timed, comma-separated")
+    bench.add_argument("--epoch-examples", type=_epoch_examples, default="auto",
+                       help="examples of an epoch to time per loop and extrapolate from: N, "
+                            "host=N,scan=M, 0 for a full epoch, or auto (full epochs, except "
+                            f"the scan loop on CPU: {CPU_SCAN_EPOCH_EXAMPLES})")
+    bench.add_argument("--matmul-size", type=int, default=0,
+                       help="side of the reference matmul (0: 2048 on CPU, 8192 elsewhere)")
+    bench.add_argument("--real-mnist", action="store_true",
+                       help="use real MNIST (from --tfds-dir / --mnist-dir) instead of "
+                            "synthetic data of its shape")
+    bench.add_argument("--train-examples", type=int, default=0,
+                       help="training examples (0: 60000, or all of real MNIST)")
+    bench.add_argument("--test-examples", type=int, default=0,
+                       help="test examples (0: 10000, or all of real MNIST)")
+    bench.add_argument("--device-counts", type=_int_list, default=None,
+                       help="device counts for the data-parallel step timing, comma-separated "
+                            "(default: 1, 2, 4, ... up to the devices JAX sees)")
+    bench.add_argument("--json", default="", metavar="PATH", help="also write the results here")
+    speed = parser.add_argument_group("time to accuracy and the PyTorch baseline")
+    speed.add_argument("--time-to-accuracy", type=float, default=0.0, metavar="TARGET",
+                       help="instead of the figures above: train the --preset K times (--seeds) "
+                            "and report the wall time until test digit and sum accuracy both "
+                            "reach TARGET (e.g. 0.99)")
+    speed.add_argument("--seeds", type=_int_list, default=[3], metavar="K|S1,S2,..",
+                       help="with --time-to-accuracy: K seeds 0..K-1, or a list of seeds")
+    speed.add_argument("--compare-pytorch", action="store_true",
+                       help="run the write-up in PyTorch (experiments/pytorch_reference.py, "
+                            "pip install -e '.[pytorch]') side by side: per epoch and per image "
+                            "(alone), or its time to 99%% digit / 98%% sum (with "
+                            "--time-to-accuracy)")
+    speed.add_argument("--compare-epochs", type=int, default=2,
+                       help="with --compare-pytorch alone: epochs of each to time")
+    speed.add_argument("--pytorch-epochs", type=int, default=20,
+                       help="with --time-to-accuracy --compare-pytorch: most epochs the baseline "
+                            "may take to reach its targets")
+    speed.add_argument("--pytorch-threads", type=int, default=0,
+                       help="torch threads for the baseline (0: torch's default)")
+    bench.add_argument("--first-step-only", action="store_true",
+                       help="internal: measure process start to first train step and exit")
+    # --time-to-accuracy trains the `fast` config unless --preset names another.
+    parser.default_preset = lambda args: "fast" if args.time_to_accuracy else "default"
+    return parser
+
+
+def check_benchmark(args: argparse.Namespace) -> None:
+    """The benchmark's flags beyond the config's, checked before anything runs."""
+    check_config(args)
+    if args.time_to_accuracy and not 0 < args.time_to_accuracy < 1:
+        raise UsageError(f"--time-to-accuracy {args.time_to_accuracy} is invalid: give a "
+                         f"target accuracy between 0 and 1, e.g. 0.99")
+    for name in ("compare_epochs", "pytorch_epochs"):
+        if getattr(args, name) < 1:
+            raise UsageError(f"--{name.replace('_', '-')} {getattr(args, name)} is invalid: it "
+                             f"must be a positive integer")
+    for name in ("repeats", "warmup_steps", "min_repeat_seconds", "train_examples",
+                 "test_examples", "matmul_size"):
+        value, least = getattr(args, name), 1 if name == "repeats" else 0
+        if not value >= least:
+            raise UsageError(f"--{name.replace('_', '-')} {value} is invalid: it must be "
+                             f">= {least}")
+    if args.json:
+        folder = os.path.dirname(os.path.abspath(args.json))
+        if not (os.path.isdir(folder) and os.access(folder, os.W_OK)):
+            raise UsageError(f"cannot write --json {args.json}: {folder} is not a writable "
+                             f"folder")
+
+
+
 def run_main(fn, argv: Sequence[str] | None = None) -> int:
     """Run `fn(argv)`; expected errors become one line on stderr and their exit code."""
     try:
@@ -182,7 +333,7 @@ def run_main(fn, argv: Sequence[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return e.exit_code
     except OSError as e:  # a full disk or read-only file system outside the logs/checkpoints
-        from mnist_plus import storage
+        from mnist_plus.runtime import storage
 
         code = storage.storage_errno(e)
         if code is None:

@@ -12,16 +12,12 @@ the last bits, no longer bitwise identical to an uninterrupted one (README).
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import math
-import os
-import runpy
-from typing import Any, Mapping
+from typing import Any
 
-from mnist_plus import atomic
 from mnist_plus.errors import UsageError
-from mnist_plus.sampler import HOLDOUTS, Augment, steps_per_epoch
+from mnist_plus.task import HOLDOUTS, steps_per_epoch
 
 LOOPS = ("auto", "host", "scan")
 # The model's choices (model.py builds and checks them). Named here, not in model.py, so
@@ -118,12 +114,6 @@ class Config:
                                 "(counted from 1) into workdir/profile/ ('': off)", resume=True)
 
 
-def augment(config: Config) -> Augment:
-    """The training-image transforms the config asks for."""
-    return Augment(config.augment_shift, float(config.augment_rotate),
-                   float(config.augment_scale), float(config.augment_shear),
-                   float(config.augment_elastic))
-
 
 def profile_window(text: str) -> tuple[int, int] | None:
     """'A:B' -> (A, B), '' -> None; raises UsageError for anything else."""
@@ -138,39 +128,6 @@ def profile_window(text: str) -> tuple[int, int] | None:
         raise UsageError(f"--profile-steps {text!r} is invalid: write A:B, the first and last "
                          f"global step to trace, with 1 <= A <= B (e.g. 10:20)")
     return window
-
-
-# Named variations of the defaults, as data. `lean`: the default until 2026-11-30 (the
-# same patch stem and two extra blocks, 16 channels throughout: 21,213 parameters; 1-pixel
-# shifts only, plain cross-entropy, BatchNorm's running averages), about 0.8x the
-# default's epoch for 99.53% / 99.48% (5-seed means) against 99.60% / 99.59%; most speed
-# figures in the README were measured on it. Every preset names the recipe fields it was
-# measured with, so that it stays that model when the defaults change.
-# `fast`: the time-to-accuracy benchmark's recipe, the quickest measured to 99.0% digit
-# and sum on every seed tried: `lean` with a 2-epoch one-cycle schedule (completed, not
-# cut off), batch 64 (more steps per epoch), and the patch stem with 8 channels and no
-# extra blocks (the cheapest step measured). Measured on AVX-512, seeds 0-4: all reach
-# 99.0% after epoch 2 (digit 99.15-99.25%, sum 99.03-99.26%) in 12.0 s on average, where
-# the previous preset (the same on the conv stem) took 18.6 s in the same session
-# (README, "Time to accuracy").
-# `conv_stem`: the default model until 2026-11-29 (`lean` with the 26x26 conv stem and its
-# pool, no extra blocks; 16,429 parameters), which every earlier figure was measured on;
-# the experiments whose tables were made with it (adder, capacity, EMA) default to it.
-LEAN: dict[str, Any] = {"stem": "patch", "extra_convs": 2, "late_width": 0,
-                        "augment_rotate": 0.0, "augment_scale": 0.0, "augment_shear": 0.0,
-                        "label_smoothing": 0.0, "precise_bn": 0}
-PRESETS: dict[str, dict[str, Any]] = {
-    "default": {},
-    "lean": LEAN,
-    "conv_stem": {**LEAN, "stem": "conv", "extra_convs": 0},
-    "fast": {**LEAN, "epochs": 2, "batch_size": 64, "stem_width": 8, "extra_convs": 0},
-}
-
-
-def preset(name: str, **fields: Any) -> Config:
-    """The Config of a named preset with `fields` over it (a field given wins): how an
-    experiment keeps the model its published table was measured on."""
-    return Config(**{**PRESETS[name], **fields})
 
 
 def validate(config: Config, train_size: int | None = None) -> Config:
@@ -246,20 +203,10 @@ def to_dict(config: Config) -> dict[str, Any]:
     return dataclasses.asdict(config)
 
 
-# Fields added after runs were first stored, with the value that reproduces the runs
-# stored before them: a stored config without the field gets this, not today's default.
-ADDED_LATER: dict[str, Any] = {"augment_rotate": 0.0, "augment_scale": 0.0,
-                               "augment_shear": 0.0, "augment_elastic": 0.0,
-                               "digit_head": "pool",
-                               "label_smoothing": 0.0, "stem_width": 0, "extra_convs": 0,
-                               "stem": "conv", "late_width": 0, "precise_bn": 0}
-
-
 def from_dict(values: dict[str, Any]) -> Config:
-    """A Config from stored values; unknown keys (from a newer version) are ignored, and
-    missing ones that came later (`ADDED_LATER`) take the value the run was made with."""
+    """A Config from stored values; unknown keys (from a newer version) are ignored."""
     known = {f.name for f in dataclasses.fields(Config)}
-    return Config(**{**ADDED_LATER, **{k: v for k, v in values.items() if k in known}})
+    return Config(**{k: v for k, v in values.items() if k in known})
 
 
 def run_defining_differences(stored: Config, current: Config) -> list[str]:
@@ -269,93 +216,6 @@ def run_defining_differences(stored: Config, current: Config) -> list[str]:
             if not f.metadata["resume"] and getattr(stored, f.name) != getattr(current, f.name)]
 
 
-# --- config files --------------------------------------------------------------------
-
-_KINDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string"}
-
-
-def _checked_value(path: str, name: str, value: Any) -> Any:
-    """`value` for field `name` if it has the field's type (an int is a valid float)."""
-    kind = {f.name: f.type for f in dataclasses.fields(Config)}[name]
-    kind = getattr(kind, "__name__", kind)
-    ok = {"bool": isinstance(value, bool),
-          "int": isinstance(value, int) and not isinstance(value, bool),
-          "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-          "str": isinstance(value, str)}[kind]
-    if not ok:
-        raise UsageError(f"config file {path}: {name} must be {_KINDS[kind]}, not {value!r} "
-                         f"({type(value).__name__})")
-    return float(value) if kind == "float" else value
-
-
-def _as_mapping(path: str, config: Any) -> dict[str, Any]:
-    """The fields of what `get_config()` returned: a mapping, anything with keys() and
-    [] (an ml_collections ConfigDict), or an object whose attributes are the fields."""
-    if isinstance(config, Mapping):
-        return dict(config)
-    if callable(getattr(config, "keys", None)) and hasattr(config, "__getitem__"):
-        return {k: config[k] for k in config.keys()}
-    try:
-        return {k: v for k, v in vars(config).items() if not k.startswith("_")}
-    except TypeError:  # no __dict__ (slots): read the fields it has
-        return {f.name: getattr(config, f.name) for f in dataclasses.fields(Config)
-                if hasattr(config, f.name)}
-
-
-def _read_python(path: str) -> Any:
-    try:
-        namespace = runpy.run_path(path)
-    except OSError as e:
-        raise UsageError(f"cannot read config file {path} ({e.strerror})") from None
-    except Exception as e:  # noqa: BLE001 - the user's code: report it in one line
-        raise UsageError(f"config file {path} failed to run ({type(e).__name__}: {e})") from None
-    get_config = namespace.get("get_config")
-    if not callable(get_config):
-        raise UsageError(f"config file {path} defines no get_config(): define one that "
-                         f"returns a dict (or an object) of Config fields")
-    try:
-        return get_config()
-    except Exception as e:  # noqa: BLE001
-        raise UsageError(f"config file {path}: get_config() failed ({type(e).__name__}: "
-                         f"{e})") from None
-
-
-def _read_json(path: str) -> Any:
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except OSError as e:
-        raise UsageError(f"cannot read config file {path} ({e.strerror})") from None
-    except (ValueError, UnicodeDecodeError) as e:
-        raise UsageError(f"config file {path} is not valid JSON ({e})") from None
-
-
-def load_file(path: str) -> dict[str, Any]:
-    """The Config fields set by a config file (`--config`), checked: a JSON object, or a
-    Python file whose `get_config()` returns a mapping or an object of fields (as in the
-    Flax examples). Values are checked for type here and for range by `validate`."""
-    ext = os.path.splitext(path)[1].lower()
-    if ext == ".py":
-        raw = _read_python(path)
-    elif ext == ".json":
-        raw = _read_json(path)
-    else:
-        raise UsageError(f"config file {path}: use a .json file (an object of Config fields) "
-                         f"or a .py file with a get_config() function")
-    if ext == ".json" and not isinstance(raw, dict):
-        raise UsageError(f"config file {path} must hold a JSON object of Config fields, "
-                         f"not a {type(raw).__name__}")
-    values = _as_mapping(path, raw)
-    known = [f.name for f in dataclasses.fields(Config)]
-    for key in values:
-        if key not in known:
-            close = difflib.get_close_matches(str(key), known, n=1)
-            hint = f"did you mean {close[0]!r}?" if close else "see --help for the fields"
-            raise UsageError(f"config file {path}: unknown key {key!r} ({hint})")
-    return {k: _checked_value(path, k, v) for k, v in values.items()}
-
-
-def write_json(config: Config, path: str) -> None:
-    """`config` as a JSON object, atomically; `--config path` reads it back."""
-    text = json.dumps(to_dict(config), indent=2) + "\n"
-    atomic.replace_file(path, lambda f: f.write(text.encode()))
+def to_json(config: Config) -> str:
+    """`config` as a JSON object; `--config` reads it back."""
+    return json.dumps(to_dict(config), indent=2) + "\n"

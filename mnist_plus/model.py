@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from mnist_plus.config import ADDER_INPUTS, ADDERS, DIGIT_HEADS, STEMS
-from mnist_plus.sampler import NUM_NUMBERS, NUM_SUMS
+from mnist_plus.task import NUM_NUMBERS, NUM_SUMS
 
 BN_MOMENTUM = 0.9  # of BatchNorm's running averages (batch_stats.py recomputes them)
 SHIFT_MARGIN = 1e4  # how far below the smallest digit logit ShiftAdder puts impossible sums

@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from mnist_plus import idx
+from mnist_plus.data import idx
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REAL_MNIST_DIR = os.environ.get("MNIST_PLUS_MNIST_DIR") or os.path.join(
@@ -49,7 +49,7 @@ def _compile_cache_in_process(compile_cache_dir):
     every program again (measured: the determinism, checkpoint policy, model, config file
     and report tests took 87 s without it, 62 s with it). A cached executable is the one
     a compile makes, so no test's numbers change."""
-    from mnist_plus import compile_cache
+    from mnist_plus.runtime import compile_cache
 
     compile_cache.enable(compile_cache_dir)
 
@@ -70,7 +70,7 @@ def tiny_mnist_dir(tmp_path) -> str:
 @pytest.fixture(scope="session")
 def prepared_tiny(tmp_path_factory) -> tuple[str, str]:
     """(tfds_dir, mnist_dir) with the tiny MNIST already prepared and cached once."""
-    from mnist_plus import data
+    from mnist_plus.data import mnist as data
 
     root = tmp_path_factory.mktemp("tiny")
     mnist_dir = write_tiny_mnist(str(root / "idx"))
@@ -99,7 +99,7 @@ def real_mnist_run(real_mnist_dir, tmp_path_factory) -> tuple[str, str]:
     import fcntl
 
     from mnist_plus import config as config_lib
-    from mnist_plus.train import train_and_evaluate
+    from mnist_plus.trainer import train_and_evaluate
 
     base = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -165,9 +165,9 @@ def final_state_leaves(workdir, config, step=None) -> tuple[list[np.ndarray], di
     """Leaves of (params, batch_stats, opt_state) of a checkpoint, and its metadata."""
     import jax
 
-    from mnist_plus.checkpointing import Checkpointer
-    from mnist_plus.state import create_state as initial_state
-    from mnist_plus.train_step import zero_train_metrics
+    from mnist_plus.runtime.checkpointing import Checkpointer
+    from mnist_plus.training.state import create_state as initial_state
+    from mnist_plus.training.step import zero_train_metrics
 
     state = initial_state(config, TINY_STEPS_PER_EPOCH)
     ckpt = Checkpointer(str(workdir), config.keep_checkpoints)
@@ -201,7 +201,7 @@ def assert_same_as_reference(workdir, reference_run, prepared_tiny) -> None:
 @pytest.fixture(scope="session")
 def reference_run(prepared_tiny, tmp_path_factory) -> str:
     """Workdir of an uninterrupted in-process run of `tiny_config` (3 epochs, 24 steps)."""
-    from mnist_plus.train import train_and_evaluate
+    from mnist_plus.trainer import train_and_evaluate
 
     workdir = str(tmp_path_factory.mktemp("reference"))
     train_and_evaluate(tiny_config(prepared_tiny), workdir, log=lambda s: None)

@@ -50,7 +50,12 @@ def main() -> None:
         rest = rest[1:]
     signum = getattr(signal, "SIG" + args.signal)
 
-    from mnist_plus import checkpointing, evaluation, loops, preemption, sampler, train
+    from mnist_plus import train
+    from mnist_plus.runtime import checkpointing
+    from mnist_plus.training import evaluation
+    from mnist_plus.training import loops
+    from mnist_plus.runtime import preemption
+    from mnist_plus.data import sampler
 
     received = []  # signals seen by training's handler
     original_handle = preemption.Preemption._handle
@@ -131,10 +136,10 @@ def main() -> None:
                     batch = batch._replace(image=batch.image * float("nan"))
                 yield batch
         sampler.train_batches = train_batches
-    from mnist_plus import distributed
+    from mnist_plus.runtime import distributed
 
     os.environ[distributed.SUPERVISED_ENV] = "1"  # the hooks above must run in this process
-    train.main(rest)
+    sys.exit(train.main(rest))
 
 
 if __name__ == "__main__":

@@ -22,10 +22,12 @@ import jax
 import numpy as np
 
 from mnist_plus import config as config_lib
-from mnist_plus import data, loops, sampler
-from mnist_plus import mesh as mesh_lib
-from mnist_plus.state import create_state
-from mnist_plus.train_step import train_step, zero_train_metrics
+from mnist_plus.data import mnist as data
+from mnist_plus.training import loops
+from mnist_plus.data import sampler
+from mnist_plus.training import mesh as mesh_lib
+from mnist_plus.training.state import create_state
+from mnist_plus.training.step import train_step, zero_train_metrics
 
 
 def run(config: config_lib.Config, mnist: data.Mnist, num_devices: int, steps: int,
@@ -40,14 +42,14 @@ def run(config: config_lib.Config, mnist: data.Mnist, num_devices: int, steps: i
         state = state.replace(params=mesh_lib.put_replicated(params, mesh))
     loop = loops.make_loop("host", sampler.normalise(mnist.train_images), mnist.train_labels,
                            config.seed if data_seed is None else data_seed, config.batch_size,
-                           config_lib.augment(config), mesh=mesh)
+                           sampler.augment_for(config), mesh=mesh)
     if rows is not None:  # the same batches, their rows in another order
         images = sampler.normalise(mnist.train_images)
 
         def batches(epoch: int, start: int):
             for b in sampler.train_batches(images, mnist.train_labels, config.seed, epoch,
                                            config.batch_size, start_step=start,
-                                           augment=config_lib.augment(config)):
+                                           augment=sampler.augment_for(config)):
                 yield sampler.Batch(*(rows(np.asarray(x)) for x in b))
 
         loop = loops.HostLoop(batches, loops.jit_step(train_step, mesh),

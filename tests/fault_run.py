@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import sys
 
 
 def _oserror(code: int, path: str) -> OSError:
@@ -37,7 +38,11 @@ def main() -> None:
 
     from orbax.checkpoint._src.handlers import json_checkpoint_handler
 
-    from mnist_plus import atomic, checkpointing, distributed, metrics, train
+    from mnist_plus import train
+    from mnist_plus.runtime import atomic
+    from mnist_plus.runtime import checkpointing
+    from mnist_plus.runtime import distributed
+    from mnist_plus.training import metrics
 
     failing = {"step": None}
     saves = {"n": 0}
@@ -94,7 +99,7 @@ def main() -> None:
     metrics.atomic.replace_file = replace_file
 
     os.environ[distributed.SUPERVISED_ENV] = "1"  # the hooks above must run in this process
-    train.main(rest)
+    sys.exit(train.main(rest))
 
 
 if __name__ == "__main__":

@@ -17,10 +17,10 @@ from typing import Callable, Iterable, Sequence
 import jax
 import numpy as np
 
-from mnist_plus import metrics as metrics_lib
-from mnist_plus import sampler
-from mnist_plus.evaluation import eval_counts as eval_step
-from mnist_plus.train_step import train_step, zero_train_metrics
+from mnist_plus.training import metrics as metrics_lib
+from mnist_plus.data import sampler
+from mnist_plus.training.evaluation import eval_counts as eval_step
+from mnist_plus.training.step import train_step, zero_train_metrics
 
 EPS32 = float(np.finfo(np.float32).eps)
 

@@ -9,11 +9,12 @@ import numpy as np
 import optax
 import pytest
 
-from mnist_plus import metrics as metrics_lib
-from mnist_plus import report, sampler
-from mnist_plus.evaluation import Predictions, eval_counts, predict
+from mnist_plus.training import metrics as metrics_lib
+from mnist_plus.tools import report
+from mnist_plus.data import sampler
+from mnist_plus.training.evaluation import Predictions, eval_counts, predict
 from mnist_plus.model import MnistPlusNet
-from mnist_plus.state import init_state
+from mnist_plus.training.state import init_state
 from tests.conftest import synthetic_digits
 
 # Five rows, the last one padding. (true digit, number, predicted digit, predicted sum,

@@ -9,11 +9,15 @@ import jax
 import numpy as np
 import pytest
 
-from mnist_plus import batch_stats, data, multiseed, sampler
+from mnist_plus import cli
+from mnist_plus.training import batch_stats
+from mnist_plus.data import mnist as data
+from mnist_plus.training import multiseed
+from mnist_plus.data import sampler
 from mnist_plus import config as config_lib
 from mnist_plus.errors import UsageError
 from mnist_plus.model import BN_MOMENTUM
-from mnist_plus.state import create_state
+from mnist_plus.training.state import create_state
 from tests.conftest import (REPO, TINY_STEPS_PER_EPOCH, final_state_leaves, tiny_config,
                             tiny_flags)
 
@@ -96,7 +100,7 @@ def test_the_many_seeds_runner_checks_precise_bn_as_a_single_run_does():
 @pytest.fixture(scope="module")
 def precise_run(prepared_tiny, tmp_path_factory) -> str:
     """Workdir of an uninterrupted in-process run of `tiny_config` with --precise-bn 64."""
-    from mnist_plus.train import train_and_evaluate
+    from mnist_plus.trainer import train_and_evaluate
 
     workdir = str(tmp_path_factory.mktemp("precise"))
     train_and_evaluate(tiny_config(prepared_tiny, precise_bn=64), workdir, log=lambda s: None)

@@ -8,7 +8,11 @@ import sys
 
 import pytest
 
-from mnist_plus import benchmark, speedrun
+from mnist_plus import cli
+from mnist_plus import benchmark as benchmark_cli
+from mnist_plus import configs
+from mnist_plus.tools import benchmark
+from mnist_plus.tools import speedrun
 from mnist_plus import config as config_lib
 from tests.conftest import REPO
 
@@ -106,9 +110,7 @@ def test_benchmark_cli_reports_every_figure(tmp_path):
      "batch size 128 is larger than the 100 training examples"),
 ])
 def test_bad_flags_get_one_line(flags, message, capsys):
-    with pytest.raises(SystemExit) as exit_info:
-        benchmark.main(flags)
-    assert exit_info.value.code == 2
+    assert benchmark_cli.main(flags) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err
 
@@ -142,7 +144,7 @@ def test_time_to_accuracy_reports_every_seed(prepared_tiny, tmp_path):
     assert tta["target"] == 0.01 and tta["seeds"] == [0, 1] and tta["reached"]
     # Flags given override the preset's fields (2 epochs, batch 64); the rest it keeps.
     assert tta["config"]["epochs"] == 1 and tta["config"]["batch_size"] == 32
-    assert tta["config"]["stem_width"] == config_lib.PRESETS["fast"]["stem_width"] == 8
+    assert tta["config"]["stem_width"] == configs.preset_fields("fast")["stem_width"] == 8
     seconds = [s["seconds"] for s in tta["per_seed"]]
     assert math.isclose(tta["mean_seconds"], sum(seconds) / 2)
     for s in tta["per_seed"]:
@@ -157,23 +159,25 @@ def test_time_to_accuracy_reports_every_seed(prepared_tiny, tmp_path):
 def test_time_to_accuracy_layers_preset_then_config_file_then_flags(tmp_path):
     """The preset is only the defaults: a --config file's fields beat it, flags beat both,
     and `--flag=value` counts as given, as `--flag value` does."""
-    fast = config_lib.PRESETS["fast"]
+    fast = configs.preset_fields("fast")
     path = tmp_path / "tta.json"
     path.write_text(json.dumps({"epochs": 3, "width": 12}))
-    args = benchmark.parse_args(["--time-to-accuracy", "0.99", "--config", str(path),
-                                 "--width", "10", "--batch-size=48"])
+    args = cli.benchmark_parser().parse_args(["--time-to-accuracy", "0.99", "--config",
+                                              str(path), "--width", "10", "--batch-size=48"])
     config = benchmark._speed_config(args)
     assert (config.epochs, config.width, config.batch_size) == (3, 10, 48)
     assert (config.stem, config.stem_width, config.extra_convs) == (
         fast["stem"], fast["stem_width"], fast["extra_convs"])
     assert not config.progress and not config.report
-    # Without --time-to-accuracy the preset plays no part: the figures are the default's.
-    plain = benchmark.parse_args(["--preset", "fast"])
-    assert benchmark.config_from_args(plain) == config_lib.Config()
+    # Without --time-to-accuracy the default config is measured, unless --preset names one.
+    plain = cli.benchmark_parser().parse_args([])
+    assert cli.config_from_args(plain) == config_lib.Config()
+    named = cli.benchmark_parser().parse_args(["--preset", "fast"])
+    assert cli.config_from_args(named) == configs.get("fast")
 
 
 def test_evaluation_figure_times_the_precise_bn_pass_when_it_is_on():
-    from mnist_plus.state import create_state
+    from mnist_plus.training.state import create_state
 
     mnist = benchmark.synthetic_mnist(256, 128)
     for precise_bn, expected in ((0, None), (100, 96)):  # 3 whole batches of 32
@@ -190,7 +194,5 @@ def test_evaluation_figure_times_the_precise_bn_pass_when_it_is_on():
 
 def test_compare_pytorch_needs_the_mnist_files(monkeypatch, capsys):
     monkeypatch.delenv("MNIST_PLUS_MNIST_DIR", raising=False)
-    with pytest.raises(SystemExit) as exit_info:
-        benchmark.main(["--compare-pytorch"])
-    assert exit_info.value.code == 2
+    assert benchmark_cli.main(["--compare-pytorch"]) == 2
     assert "--compare-pytorch reads the MNIST IDX files" in capsys.readouterr().err

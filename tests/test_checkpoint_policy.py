@@ -6,11 +6,14 @@ import os
 
 import pytest
 
-from mnist_plus import cli, report, trained
-from mnist_plus.checkpointing import Checkpointer
-from mnist_plus.state import create_state
-from mnist_plus.train import train_and_evaluate
-from mnist_plus.train_step import zero_train_metrics
+from mnist_plus import cli
+from mnist_plus import report as report_cli
+from mnist_plus.tools import report
+from mnist_plus.tools import trained
+from mnist_plus.runtime.checkpointing import Checkpointer
+from mnist_plus.training.state import create_state
+from mnist_plus.trainer import train_and_evaluate
+from mnist_plus.training.step import zero_train_metrics
 from tests.conftest import TINY_STEPS_PER_EPOCH, tiny_config
 
 
@@ -88,7 +91,7 @@ def test_report_step_best_evaluates_the_best_checkpoint(keep_one_run, prepared_t
     workdir, rows = keep_one_run
     best = max(reversed(rows), key=lambda r: r["test_sum_accuracy"])
     tfds_dir, mnist_dir = prepared_tiny
-    assert cli.run_main(report._main, ["--workdir", workdir, "--step", "best",
+    assert report_cli.main(["--workdir", workdir, "--step", "best",
                                        "--tfds-dir", tfds_dir, "--mnist-dir", mnist_dir]) == 0
     with open(os.path.join(workdir, "report", "report.json")) as f:
         made = json.load(f)
@@ -106,7 +109,7 @@ def test_report_step_best_evaluates_the_best_checkpoint(keep_one_run, prepared_t
 @pytest.mark.slow
 def test_bad_step_is_a_one_line_usage_error(keep_one_run, capsys, step, expected):
     workdir, rows = keep_one_run
-    assert cli.run_main(report._main, ["--workdir", workdir, f"--step={step}"]) == 2
+    assert report_cli.main(["--workdir", workdir, f"--step={step}"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(expected) and err.count("\n") == 1
     if step == "7":
@@ -117,13 +120,13 @@ def test_bad_step_is_a_one_line_usage_error(keep_one_run, capsys, step, expected
 def test_step_best_without_test_metrics_says_so(prepared_tiny, tmp_path, capsys):
     config = tiny_config(prepared_tiny)
     _save_sequence(tmp_path, config, [(4, None)], keep=1)
-    from mnist_plus import predict
+    from mnist_plus import predict as predict_cli
 
     image = tmp_path / "x.png"
     from PIL import Image
 
     Image.new("L", (28, 28)).save(image)
-    assert cli.run_main(predict._main, ["--workdir", str(tmp_path), "--step", "best",
+    assert predict_cli.main(["--workdir", str(tmp_path), "--step", "best",
                                         "--number", "3", str(image)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: --step best: no checkpoint in ") and err.count("\n") == 1

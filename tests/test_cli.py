@@ -3,7 +3,7 @@
 import json
 import pytest
 
-from mnist_plus import metrics as metrics_lib
+from mnist_plus.training import metrics as metrics_lib
 
 
 @pytest.mark.slow

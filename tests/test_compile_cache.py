@@ -7,7 +7,7 @@ import os
 import jax
 import pytest
 
-from mnist_plus import compile_cache
+from mnist_plus.runtime import compile_cache
 from tests.conftest import read_bytes
 
 # JAX logs cache writes and hits at debug level for these modules.

@@ -13,7 +13,7 @@ import time
 import numpy as np
 import pytest
 
-from mnist_plus import data
+from mnist_plus.data import mnist as data
 from tests.conftest import read_bytes, tiny_flags
 
 WAITING = "waiting for another process that is preparing MNIST in"

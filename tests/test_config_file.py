@@ -6,17 +6,18 @@ import os
 
 import pytest
 
+from mnist_plus import configs
 from mnist_plus import cli
 from mnist_plus import config as config_lib
 from mnist_plus import train
-from mnist_plus.benchmark import parse_args as benchmark_parse_args
+from mnist_plus.trainer import train_and_evaluate
 from mnist_plus.model import build_model, param_count
-from mnist_plus.state import abstract_state
+from mnist_plus.training.state import abstract_state
 from tests.conftest import REPO, tiny_config
 
 
 def _config(*argv) -> config_lib.Config:
-    return cli.config_from_args(train.parse_args(list(argv)))
+    return cli.config_from_args(cli.train_parser().parse_args(list(argv)))
 
 
 def test_json_file_sets_fields(tmp_path):
@@ -55,7 +56,7 @@ def test_a_configdict_like_object_is_read_through_keys(tmp_path):
         def __getitem__(self, key):
             return self._fields[key]
 
-    assert config_lib._as_mapping("x.py", ConfigDictLike(epochs=2)) == {"epochs": 2}
+    assert configs._as_mapping("x.py", ConfigDictLike(epochs=2)) == {"epochs": 2}
 
 
 def test_command_line_flags_override_the_file(tmp_path):
@@ -71,39 +72,52 @@ def test_command_line_flags_override_the_file(tmp_path):
 def test_benchmark_shares_config_files(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"width": 8}))
-    assert cli.config_from_args(benchmark_parse_args(["--config", str(path)])).width == 8
+    args = cli.benchmark_parser().parse_args(["--config", str(path)])
+    assert cli.config_from_args(args).width == 8
 
 
-def test_the_example_config_file_is_the_default_config():
-    path = os.path.join(REPO, "experiments", "configs", "default.py")
-    values = config_lib.load_file(path)
-    assert values  # it sets something
-    defaults = config_lib.to_dict(config_lib.Config())
-    assert {k: defaults[k] for k in values} == values
+@pytest.mark.parametrize("name", configs.NAMES)
+def test_a_named_config_is_the_same_by_preset_or_by_file(name):
+    path = os.path.join(REPO, "mnist_plus", "configs", f"{name}.py")
+    assert _config("--preset", name) == _config("--config", path) == configs.get(name)
+    assert configs.get(name).epochs == (2 if name == "fast" else 10)
+
+
+def test_config_file_overrides_the_preset_and_flags_override_both(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"width": 12, "epochs": 4}))
+    config = _config("--preset", "lean", "--config", str(path), "--epochs", "5")
+    assert (config.width, config.epochs, config.late_width) == (12, 5, 0)  # lean's late width
+
+
+def test_an_unknown_preset_is_one_line_naming_the_closest(capsys):
+    assert train.main(["--preset", "leen"]) == 2
+    assert "--preset 'leen' is unknown (did you mean 'lean'?)" in capsys.readouterr().err
 
 
 def test_the_conv_stem_preset_is_the_earlier_default_model_and_given_fields_win():
     # The model the experiments' older tables were measured on (README: 16,429 parameters).
-    config = config_lib.preset("conv_stem")
+    config = configs.get("conv_stem")
     assert (config.stem, config.extra_convs) == ("conv", 0)
     assert param_count(abstract_state(config).params) == 16429
-    assert config_lib.preset("conv_stem", extra_convs=2, seed=3).extra_convs == 2
-    assert config_lib.preset("default") == config_lib.Config()
+    assert configs.get("conv_stem", extra_convs=2, seed=3).extra_convs == 2
+    assert configs.get("default") == config_lib.Config()
 
 
 def test_presets_name_every_field_the_default_has_changed_since_they_were_measured():
     """A preset keeps its published figures only if it names the recipe fields that were
     the defaults when it was measured: `lean` is the default until 2026-11-30, and the
     older presets are built on it."""
-    lean = config_lib.preset("lean")
+    lean = configs.get("lean")
     assert param_count(abstract_state(lean).params) == 21213
     assert (lean.late_width, lean.label_smoothing, lean.precise_bn) == (0, 0.0, 0)
     assert (lean.augment_rotate, lean.augment_scale, lean.augment_shear) == (0.0, 0.0, 0.0)
     default = config_lib.Config()
     assert param_count(abstract_state(default).params) == 30653
-    recipe = {k: v for k, v in config_lib.LEAN.items() if k not in ("stem", "extra_convs")}
+    recipe = {k: v for k, v in configs.preset_fields("lean").items()
+              if k not in ("stem", "extra_convs")}
     for name in ("conv_stem", "fast"):
-        fields = config_lib.PRESETS[name]
+        fields = configs.preset_fields(name)
         assert {k: fields.get(k) for k in recipe} == recipe, name
 
 
@@ -117,11 +131,11 @@ def test_presets_name_every_field_the_default_has_changed_since_they_were_measur
     ("late_wide.py", {"stem": "patch", "extra_convs": 2, "late_width": 32,
                       "augment_rotate": 10.0, "augment_scale": 0.1, "augment_shear": 0.1,
                       "label_smoothing": 0.0, "precise_bn": 0}, 30653),
-    ("lean.py", {**config_lib.PRESETS["lean"]}, 21213),
+    ("lean.py", {**configs.preset_fields("lean")}, 21213),
 ])
 def test_the_measured_config_files_hold_the_measured_fields_and_build(name, fields, params):
     # The fields their docstrings' figures were measured with (README, "Over five seeds").
-    values = config_lib.load_file(os.path.join(REPO, "experiments", "configs", name))
+    values = configs.load_file(os.path.join(REPO, "mnist_plus", "configs", name))
     assert values == fields
     config = config_lib.validate(config_lib.Config(**values))
     assert param_count(abstract_state(config).params) == params
@@ -146,7 +160,7 @@ def test_bad_config_files_are_one_line_usage_errors(tmp_path, capsys, name, text
     path = tmp_path / name
     path.write_text(text)
     workdir = tmp_path / "runs"
-    assert cli.run_main(train._main, ["--config", str(path), "--workdir", str(workdir)]) == 2
+    assert train.main(["--config", str(path), "--workdir", str(workdir)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: ") and err.count("\n") == 1, err
     assert str(path) in err and expected in err
@@ -155,7 +169,7 @@ def test_bad_config_files_are_one_line_usage_errors(tmp_path, capsys, name, text
 
 def test_a_missing_config_file_is_named(tmp_path, capsys):
     path = tmp_path / "nope.json"
-    assert cli.run_main(train._main, ["--config", str(path)]) == 2
+    assert train.main(["--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert err == f"error: cannot read config file {path} (No such file or directory)\n"
 
@@ -163,17 +177,17 @@ def test_a_missing_config_file_is_named(tmp_path, capsys):
 def test_values_from_a_file_are_range_checked_like_flags(tmp_path, capsys):
     path = tmp_path / "c.json"
     path.write_text('{"epochs": 0}')
-    assert cli.run_main(train._main, ["--config", str(path)]) == 2
+    assert train.main(["--config", str(path)]) == 2
     assert capsys.readouterr().err.startswith("error: --epochs 0 is invalid")
     path.write_text('{"late_width": -8}')
-    assert cli.run_main(train._main, ["--config", str(path)]) == 2
+    assert train.main(["--config", str(path)]) == 2
     assert capsys.readouterr().err.startswith("error: --late-width -8 is invalid: it must be 0")
 
 
 def test_run_writes_the_effective_config_and_it_reads_back(prepared_tiny, tmp_path):
     config = tiny_config(prepared_tiny, epochs=1)
     workdir = tmp_path / "runs"
-    train.train_and_evaluate(config, str(workdir), log=lambda s: None)
+    train_and_evaluate(config, str(workdir), log=lambda s: None)
     written = json.loads((workdir / "config.json").read_text())
     assert written == config_lib.to_dict(config)
     assert not [n for n in os.listdir(workdir) if n.endswith(".tmp")]  # atomic: no leftovers
@@ -190,13 +204,9 @@ def test_run_writes_the_effective_config_and_it_reads_back(prepared_tiny, tmp_pa
         final["step"], float(np.float32(final["test_sum_accuracy"])))
 
 
-def test_a_stored_config_without_a_later_field_gets_the_value_it_ran_with():
+def test_a_stored_config_keeps_its_values_and_ignores_fields_it_does_not_know():
     import dataclasses
     stored = dataclasses.asdict(config_lib.Config(augment_rotate=7.0))
-    assert config_lib.from_dict(stored).augment_rotate == 7.0  # present: kept
-    for name in config_lib.ADDED_LATER:
-        del stored[name]
-    old = config_lib.from_dict(stored)  # stored before the fields existed
-    for name, value in config_lib.ADDED_LATER.items():
-        assert getattr(old, name) == value
-    assert config_lib.augment(old) == (1, 0.0, 0.0, 0.0, 0.0)  # shifts only, as those runs did
+    assert config_lib.from_dict(stored).augment_rotate == 7.0
+    assert config_lib.from_dict({**stored, "from_a_newer_version": 1}) == config_lib.Config(
+        augment_rotate=7.0)

@@ -5,7 +5,7 @@ import time
 import numpy as np
 import pytest
 
-from mnist_plus import data
+from mnist_plus.data import mnist as data
 from mnist_plus.errors import DataError
 from tests.conftest import synthetic_digits, write_tiny_mnist
 

@@ -128,7 +128,10 @@ def test_four_devices_reach_the_accuracy_of_one_on_real_mnist(real_mnist_run, cl
 _PRECISE_BN_ON_A_MESH = """
 import sys
 import jax, numpy as np
-from mnist_plus import batch_stats, config, mesh, state
+from mnist_plus import config
+from mnist_plus.training import batch_stats
+from mnist_plus.training import mesh
+from mnist_plus.training import state
 cfg = config.Config(width=4, batch_size=32)
 st = state.create_state(cfg, 8)
 images = np.random.default_rng(0).integers(0, 256, size=(96, 28, 28, 1), dtype=np.uint8)

@@ -5,7 +5,9 @@ import os
 
 import pytest
 
-from mnist_plus import data, evaluation, state as state_lib
+from mnist_plus.data import mnist as data
+from mnist_plus.training import evaluation
+from mnist_plus.training import state as state_lib
 from tests.conftest import REPO, tiny_config
 
 _spec = importlib.util.spec_from_file_location("ema", os.path.join(REPO, "experiments", "ema.py"))

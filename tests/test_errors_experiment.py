@@ -7,7 +7,8 @@ import os
 import numpy as np
 import pytest
 
-from mnist_plus import data, trained
+from mnist_plus.data import mnist as data
+from mnist_plus.tools import trained
 from tests.conftest import REPO
 
 _spec = importlib.util.spec_from_file_location("errors",

@@ -17,7 +17,9 @@ import stat
 import numpy as np
 import pytest
 
-from mnist_plus import atomic, data, idx
+from mnist_plus.runtime import atomic
+from mnist_plus.data import mnist as data
+from mnist_plus.data import idx
 from tests.conftest import (TINY_STEPS_PER_EPOCH, assert_same_as_reference,
                             final_state_leaves, read_bytes, snapshot, synthetic_digits,
                             tiny_config, tiny_flags, write_tiny_mnist)

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from mnist_plus import data
+from mnist_plus.data import mnist as data
 from tests.conftest import REPO
 
 _spec = importlib.util.spec_from_file_location("fit", os.path.join(REPO, "experiments", "fit.py"))

@@ -4,7 +4,7 @@ import os
 import numpy as np
 import pytest
 
-from mnist_plus import idx
+from mnist_plus.data import idx
 from mnist_plus.errors import DataError
 from tests.conftest import synthetic_digits
 

@@ -2,11 +2,14 @@ import jax
 import numpy as np
 import pytest
 
+from mnist_plus import configs
 from mnist_plus import config as config_lib
-from mnist_plus import data, loops, sampler
-from mnist_plus import metrics as metrics_lib
-from mnist_plus.state import create_state as initial_state
-from mnist_plus.train_step import zero_train_metrics
+from mnist_plus.data import mnist as data
+from mnist_plus.training import loops
+from mnist_plus.data import sampler
+from mnist_plus.training import metrics as metrics_lib
+from mnist_plus.training.state import create_state as initial_state
+from mnist_plus.training.step import zero_train_metrics
 from tests import rounding
 
 
@@ -33,13 +36,13 @@ def test_host_and_scan_loops_compute_the_same_training(prepared_tiny):
     # `lean`'s recipe (shifts only, plain cross-entropy, 16 wide): with the default's on
     # this tiny set, the calibrated bound below grew until another data stream fell
     # inside it (0.9 of it, measured), so it would no longer catch a wrong loop.
-    config = config_lib.preset("lean", epochs=2, batch_size=32, width=4, augment_shift=2)
+    config = configs.get("lean", epochs=2, batch_size=32, width=4, augment_shift=2)
     images = sampler.normalise(mnist.train_images)
     steps = sampler.steps_per_epoch(len(mnist.train_labels), config.batch_size)
     results = {}
     for name in ("host", "scan"):
         loop = loops.make_loop(name, images, mnist.train_labels, config.seed, config.batch_size,
-                               config_lib.augment(config))
+                               sampler.augment_for(config))
         state, sums = initial_state(config, steps), zero_train_metrics()
         for epoch in range(2):
             # Uneven pieces, as checkpoints every N steps would cut them.
@@ -57,7 +60,7 @@ def test_host_and_scan_loops_compute_the_same_training(prepared_tiny):
     def run(state, **kw):
         state, rows, _ = rounding.train_epochs(
             state, images, mnist.train_labels, kw.pop("seed", config.seed), 2,
-            config.batch_size, config_lib.augment(config), **kw)
+            config.batch_size, sampler.augment_for(config), **kw)
         loss = sum(r["train_loss"] for r in rows) / 2  # equal epochs: the 2-epoch mean
         digit_correct = round(sum(r["train_digit_accuracy"] for r in rows) * examples / 2)
         return rounding.float_leaves(state), loss, digit_correct

@@ -230,7 +230,7 @@ def test_adder_flag_takes_only_known_heads_and_shift_only_with_logits():
 def test_shift_adder_trains_on_tiny_data_and_resume_refuses_another_adder(prepared_tiny,
                                                                          tmp_path):
     from mnist_plus.errors import UsageError
-    from mnist_plus.train import train_and_evaluate
+    from mnist_plus.trainer import train_and_evaluate
     from tests.conftest import tiny_config
 
     config = tiny_config(prepared_tiny, adder="shift")

@@ -10,12 +10,14 @@ import numpy as np
 import pytest
 
 from mnist_plus import config as config_lib
-from mnist_plus import data, multiseed, sampler
-from mnist_plus import metrics as metrics_lib
-from mnist_plus.checkpointing import Checkpointer
-from mnist_plus.state import create_state as initial_state
-from mnist_plus.train import train_and_evaluate
-from mnist_plus.train_step import zero_train_metrics
+from mnist_plus.data import mnist as data
+from mnist_plus.training import multiseed
+from mnist_plus.data import sampler
+from mnist_plus.training import metrics as metrics_lib
+from mnist_plus.runtime.checkpointing import Checkpointer
+from mnist_plus.training.state import create_state as initial_state
+from mnist_plus.trainer import train_and_evaluate
+from mnist_plus.training.step import zero_train_metrics
 from tests import rounding
 from tests.conftest import REPO
 
@@ -76,7 +78,7 @@ def calibration(prepared_tiny):
         def run(state=start, data_seed=seed, **kw):
             state, rows, kept = rounding.train_epochs(
                 state, images, mnist.train_labels, data_seed, config.epochs,
-                config.batch_size, config_lib.augment(config), evaluate=evaluate, **kw)
+                config.batch_size, sampler.augment_for(config), evaluate=evaluate, **kw)
             return rounding.float_leaves(state), rows, kept
 
         steps = config.epochs * STEPS_PER_EPOCH
@@ -145,7 +147,7 @@ def test_precise_bn_gives_each_seed_the_statistics_a_single_run_computes(prepare
     float32 sums of a few thousand O(1) terms differ by about 1e-6 of them)."""
     import jax
 
-    from mnist_plus import batch_stats
+    from mnist_plus.training import batch_stats
 
     tfds_dir, _ = prepared_tiny
     mnist = data.load_mnist(tfds_dir)

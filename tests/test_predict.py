@@ -9,9 +9,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from mnist_plus import configs
 from mnist_plus import config as config_lib
-from mnist_plus import data, predict, trained
-from mnist_plus.train import train_and_evaluate
+from mnist_plus.data import mnist as data
+from mnist_plus.tools import predict
+from mnist_plus.tools import trained
+from mnist_plus.trainer import train_and_evaluate
 from tests.conftest import REPO
 
 NUMBER = 7
@@ -26,7 +29,7 @@ def tiny_model(prepared_tiny, tmp_path_factory):
     workdir = str(tmp_path_factory.mktemp("run"))
     # `lean`'s recipe: the checks below ask 3 epochs on the tiny set for 90% right on every
     # file variant; with the default's recipe one variant got 75% of its sums right.
-    config = config_lib.preset("lean", **TINY, tfds_dir=tfds_dir, mnist_dir=mnist_dir)
+    config = configs.get("lean", **TINY, tfds_dir=tfds_dir, mnist_dir=mnist_dir)
     summary = train_and_evaluate(config, workdir, log=lambda s: None)
     final = summary["final"]  # else the checks below mean little:
     assert final["test_sum_accuracy"] >= 0.9 and final["test_digit_accuracy"] >= 0.9

@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from mnist_plus import preemption
+from mnist_plus.runtime import preemption
 from tests.conftest import (assert_same_as_reference, final_state_leaves, read_bytes, snapshot,
                             tiny_config, tiny_flags)
 

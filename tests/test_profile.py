@@ -8,7 +8,7 @@ import pytest
 from mnist_plus import cli
 from mnist_plus import config as config_lib
 from mnist_plus import train
-from mnist_plus.train import train_and_evaluate
+from mnist_plus.trainer import train_and_evaluate
 from tests.conftest import read_bytes, tiny_config
 
 
@@ -31,7 +31,7 @@ def test_profiling_writes_a_trace_and_changes_no_number(prepared_tiny, reference
 
 @pytest.mark.parametrize("value", ["10:5", "a:b", "5", "0:3", "3:", ":4", "1.5:3"])
 def test_bad_profile_steps_are_one_line_usage_errors(value, capsys, tmp_path):
-    assert cli.run_main(train._main, [f"--profile-steps={value}",
+    assert train.main([f"--profile-steps={value}",
                                       "--workdir", str(tmp_path / "w")]) == 2
     err = capsys.readouterr().err
     assert err == (f"error: --profile-steps {value!r} is invalid: write A:B, the first and last "

@@ -11,8 +11,8 @@ import pytest
 from PIL import Image
 
 from mnist_plus import config as config_lib
-from mnist_plus import report
-from mnist_plus.train import train_and_evaluate
+from mnist_plus.tools import report
+from mnist_plus.trainer import train_and_evaluate
 from tests.conftest import REPO
 
 # 256 train images / batch 32 = 8 steps per epoch; TensorBoard every 4 steps.

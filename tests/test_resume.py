@@ -13,12 +13,13 @@ import shutil
 import numpy as np
 import pytest
 
+from mnist_plus import cli
 from mnist_plus import config as config_lib
-from mnist_plus.checkpointing import Checkpointer
+from mnist_plus.runtime.checkpointing import Checkpointer
 from mnist_plus.errors import DivergedError
-from mnist_plus.state import create_state as initial_state
-from mnist_plus.train import train_and_evaluate
-from mnist_plus.train_step import zero_train_metrics
+from mnist_plus.training.state import create_state as initial_state
+from mnist_plus.trainer import train_and_evaluate
+from mnist_plus.training.step import zero_train_metrics
 from tests.conftest import (TINY_STEPS_PER_EPOCH, assert_same_as_reference,
                             final_state_leaves, read_bytes, snapshot, tiny_config, tiny_flags)
 

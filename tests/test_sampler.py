@@ -3,7 +3,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mnist_plus import sampler
+from mnist_plus.data import sampler
 from tests import rounding
 
 

@@ -10,7 +10,7 @@ from tests.conftest import REPO
 
 _SCRIPT = """
 import os, sys
-from mnist_plus import tensorboard
+from mnist_plus.runtime import tensorboard
 tb = tensorboard.TensorBoard(sys.argv[1], every_steps=0)
 tb.close()
 print("torch" in sys.modules, sorted(os.listdir(os.path.join(sys.argv[1], "tensorboard"))))
@@ -30,7 +30,7 @@ def test_summary_writer_does_not_import_torch(tmp_path):
 
 
 def test_torch_stays_importable_after_the_writer_is_imported(tmp_path):
-    script = ("import importlib.util, sys\nfrom mnist_plus import tensorboard\n"
+    script = ("import importlib.util, sys\nfrom mnist_plus.runtime import tensorboard\n"
               "tensorboard.summary_writer_class()\n"
               "print('torch' in sys.modules, importlib.util.find_spec('torch') is not None)")
     out = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True,

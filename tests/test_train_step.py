@@ -4,11 +4,11 @@ import numpy as np
 import optax
 import pytest
 
-from mnist_plus import sampler
+from mnist_plus.data import sampler
 from mnist_plus.model import MnistPlusNet
-from mnist_plus.evaluation import eval_counts as eval_step
-from mnist_plus.state import init_state as create_state
-from mnist_plus.train_step import NO_STEP, train_step, zero_train_metrics
+from mnist_plus.training.evaluation import eval_counts as eval_step
+from mnist_plus.training.state import init_state as create_state
+from mnist_plus.training.step import NO_STEP, train_step, zero_train_metrics
 from tests.conftest import synthetic_digits
 
 
@@ -79,7 +79,7 @@ def test_eval_ignores_padding_and_counts_all_numbers():
 
 
 def test_label_smoothing_spreads_mass_only_over_allowed_classes():
-    from mnist_plus.train_step import losses, smoothed_losses
+    from mnist_plus.training.step import losses, smoothed_losses
     batch = _batch(8)
     rng = np.random.default_rng(1)
     digit_logits = jnp.asarray(rng.normal(size=(8, 10)), jnp.float32)

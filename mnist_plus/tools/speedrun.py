@@ -24,7 +24,7 @@ import tempfile
 from typing import Any, Callable, Sequence
 
 from mnist_plus import config as config_lib
-from mnist_plus import metrics as metrics_lib
+from mnist_plus.training import metrics as metrics_lib
 from mnist_plus.errors import MnistPlusError, UsageError
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

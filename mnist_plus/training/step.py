@@ -13,9 +13,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from mnist_plus.metrics import COUNT_KEYS
-from mnist_plus.sampler import NUM_NUMBERS, NUM_SUMS, Batch
-from mnist_plus.state import TrainState
+from mnist_plus.training.metrics import COUNT_KEYS
+from mnist_plus.task import NUM_NUMBERS, NUM_SUMS, Batch
+from mnist_plus.training.state import TrainState
 
 Metrics = dict[str, jax.Array]
 NO_STEP = jnp.iinfo(jnp.int32).max

@@ -26,12 +26,16 @@ import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
 from mnist_plus import config as config_lib
-from mnist_plus import batch_stats, data, evaluation, loops, sampler
-from mnist_plus import mesh as mesh_lib
-from mnist_plus import metrics as metrics_lib
-from mnist_plus.mesh import SEED_AXIS
-from mnist_plus.state import TrainState, create_state
-from mnist_plus.train_step import NO_STEP, Metrics, train_step, zero_train_metrics
+from mnist_plus.training import batch_stats
+from mnist_plus.data import mnist as data
+from mnist_plus.training import evaluation
+from mnist_plus.training import loops
+from mnist_plus.data import sampler
+from mnist_plus.training import mesh as mesh_lib
+from mnist_plus.training import metrics as metrics_lib
+from mnist_plus.training.mesh import SEED_AXIS
+from mnist_plus.training.state import TrainState, create_state
+from mnist_plus.training.step import NO_STEP, Metrics, train_step, zero_train_metrics
 
 T = TypeVar("T")
 Progress = Callable[[int], None]
@@ -284,7 +288,7 @@ def train_seeds(config: config_lib.Config, seeds: Sequence[int], mnist: data.Mni
     init_seconds = time.perf_counter() - t0
 
     t0 = time.perf_counter()
-    augment = config_lib.augment(config)
+    augment = sampler.augment_for(config)
     plans = epoch_plans(seeds, 0, labels, augment, config.holdout)
     example = place(stacked_batch(images, labels, plans, 0, config.batch_size, augment))
     step = seeds_train_step(mesh, seed_map).lower(state, example, zeros()).compile()

@@ -14,7 +14,8 @@ from typing import Any, Mapping
 import jax
 import numpy as np
 
-from mnist_plus import atomic, storage
+from mnist_plus.runtime import atomic
+from mnist_plus.runtime import storage
 from mnist_plus.errors import StorageError
 
 # What a train or eval step sums on the device (float32 scalars), in order. Every other

@@ -13,10 +13,10 @@ from typing import Iterator, NamedTuple
 
 import numpy as np
 
+from mnist_plus.task import HOLDOUTS, NUM_NUMBERS, NUM_SUMS, Batch, steps_per_epoch  # noqa: F401
+
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
-NUM_NUMBERS = 10
-NUM_SUMS = 19
 _TRAIN_STREAM = 0
 _TEST_STREAM = 1
 _SHIFT_STREAM = 2
@@ -24,7 +24,6 @@ _HOLDOUT_STREAM = 3
 _WARP_STREAM = 4
 _ELASTIC_STREAM = 5
 ELASTIC_GRID = 7  # control points per side of the elastic field: 4.5 px apart on 28x28
-HOLDOUTS = ("none", "sum9", "random20")
 
 
 class Augment(NamedTuple):
@@ -54,15 +53,6 @@ class Augment(NamedTuple):
 
 NO_AUGMENT = Augment()
 
-
-class Batch(NamedTuple):
-    """One batch; a pytree, so it passes straight into jitted functions."""
-
-    image: np.ndarray   # float32 [B, 28, 28, 1], normalised
-    digit: np.ndarray   # int32 [B], the image's label
-    number: np.ndarray  # float32 [B, 10], one-hot of the random number
-    sum: np.ndarray     # int32 [B], digit + number in 0..18
-    mask: np.ndarray    # float32 [B], 1 for real examples, 0 for padding
 
 
 def _normalise_arithmetic(images: np.ndarray) -> np.ndarray:
@@ -293,9 +283,12 @@ def translate(images, shifts, xp=np, fill=None):
     return xp.where(inside[..., None], moved, fill)
 
 
-def steps_per_epoch(num_examples: int, batch_size: int) -> int:
-    """Full batches per epoch; the remainder is dropped (a new one each epoch)."""
-    return num_examples // batch_size
+def augment_for(config) -> Augment:
+    """The training-image transforms a Config asks for."""
+    return Augment(config.augment_shift, float(config.augment_rotate),
+                   float(config.augment_scale), float(config.augment_shear),
+                   float(config.augment_elastic))
+
 
 
 def make_batch(images: np.ndarray, labels: np.ndarray, numbers: np.ndarray,

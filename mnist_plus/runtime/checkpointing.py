@@ -24,11 +24,11 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh
 
 from mnist_plus import config as config_lib
-from mnist_plus import mesh as mesh_lib
-from mnist_plus import storage
+from mnist_plus.training import mesh as mesh_lib
+from mnist_plus.runtime import storage
 from mnist_plus.errors import DivergedError, StorageError, UsageError
-from mnist_plus.state import TrainState
-from mnist_plus.train_step import Metrics
+from mnist_plus.training.state import TrainState
+from mnist_plus.training.step import Metrics
 
 
 def _saved_tree(state: TrainState, metrics: Metrics) -> dict[str, Any]:

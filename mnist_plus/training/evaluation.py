@@ -20,12 +20,12 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from mnist_plus import mesh as mesh_lib
-from mnist_plus import metrics as metrics_lib
-from mnist_plus import sampler
+from mnist_plus.training import mesh as mesh_lib
+from mnist_plus.training import metrics as metrics_lib
+from mnist_plus.data import sampler
 from mnist_plus.model import MnistPlusNet
-from mnist_plus.state import TrainState
-from mnist_plus.train_step import Metrics, counts, losses
+from mnist_plus.training.state import TrainState
+from mnist_plus.training.step import Metrics, counts, losses
 
 
 def eval_counts(state: TrainState, batch: sampler.Batch) -> Metrics:

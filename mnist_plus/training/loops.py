@@ -24,10 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from mnist_plus import mesh as mesh_lib
-from mnist_plus import sampler
-from mnist_plus.state import TrainState
-from mnist_plus.train_step import Metrics, train_step
+from mnist_plus.training import mesh as mesh_lib
+from mnist_plus.data import sampler
+from mnist_plus.training.state import TrainState
+from mnist_plus.training.step import Metrics, train_step
 
 # Called with the number of steps just run; a true result stops the loop there (at a
 # step boundary; `state.step` then says how far it got): see preemption.py.

@@ -31,7 +31,8 @@ from typing import Iterator
 
 import numpy as np
 
-from mnist_plus import atomic, idx
+from mnist_plus.runtime import atomic
+from mnist_plus.data import idx
 from mnist_plus.errors import DataError
 
 MNIST_DIR_ENV = "MNIST_PLUS_MNIST_DIR"

@@ -24,10 +24,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from mnist_plus import mesh as mesh_lib
-from mnist_plus import sampler
+from mnist_plus.training import mesh as mesh_lib
+from mnist_plus.data import sampler
 from mnist_plus.model import BN_MOMENTUM
-from mnist_plus.state import TrainState
+from mnist_plus.training.state import TrainState
 
 
 def batch_moments(state: TrainState, image: jax.Array) -> Any:

@@ -13,12 +13,12 @@ from typing import Any
 import numpy as np
 
 from mnist_plus import config as config_lib
-from mnist_plus import evaluation
-from mnist_plus.checkpointing import Checkpointer
+from mnist_plus.training import evaluation
+from mnist_plus.runtime.checkpointing import Checkpointer
 from mnist_plus.errors import UsageError
 from mnist_plus.model import MnistPlusNet, build_model
-from mnist_plus.state import abstract_state
-from mnist_plus.train_step import zero_train_metrics
+from mnist_plus.training.state import abstract_state
+from mnist_plus.training.step import zero_train_metrics
 
 
 @dataclasses.dataclass(frozen=True)

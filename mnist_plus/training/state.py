@@ -16,9 +16,9 @@ import optax
 from flax import struct
 from jax.sharding import Mesh
 
-from mnist_plus import mesh as mesh_lib
+from mnist_plus.training import mesh as mesh_lib
 from mnist_plus.model import MnistPlusNet, build_model
-from mnist_plus.sampler import NUM_NUMBERS
+from mnist_plus.task import NUM_NUMBERS
 
 
 class TrainState(struct.PyTreeNode):

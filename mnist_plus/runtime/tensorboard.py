@@ -17,8 +17,8 @@ import os
 import sys
 from typing import Any, Mapping
 
-from mnist_plus import loops
-from mnist_plus import metrics as metrics_lib
+from mnist_plus.training import loops
+from mnist_plus.training import metrics as metrics_lib
 
 FOLDER = "tensorboard"
 _WINDOW_KEYS = ("count", "loss", "digit_loss", "sum_loss", "digit_correct", "sum_correct")

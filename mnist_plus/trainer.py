@@ -1,0 +1,310 @@
+"""Train, evaluate, checkpoint and report: the job behind `python -m mnist_plus.train`.
+
+`train_and_evaluate(config, workdir)` is the whole job (as in Flax's examples); `run`
+is what the CLI (`mnist_plus/train.py`) calls once its flags have parsed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from mnist_plus.runtime import compile_cache
+from mnist_plus import config as config_lib
+from mnist_plus.runtime import atomic
+from mnist_plus.training import batch_stats
+from mnist_plus.data import mnist as data
+from mnist_plus.runtime import distributed
+from mnist_plus.training import evaluation
+from mnist_plus.training import loops
+from mnist_plus.runtime import preemption
+from mnist_plus.runtime import profiling
+from mnist_plus.data import sampler
+from mnist_plus.runtime import workdir_lock
+from mnist_plus.training import mesh as mesh_lib
+from mnist_plus.training import metrics as metrics_lib
+from mnist_plus.runtime import tensorboard as tensorboard_lib
+from mnist_plus.runtime.checkpointing import Checkpointer
+from mnist_plus import cli
+from mnist_plus.cli import config_from_args
+from mnist_plus.errors import DivergedError, UsageError
+from mnist_plus.model import param_count
+from mnist_plus.training.state import create_state
+from mnist_plus.training.step import NO_STEP, zero_train_metrics
+
+
+def prepare_workdir(workdir: str) -> str:
+    """Create `workdir`; check that it (and its `checkpoints` folder, if any) takes files.
+
+    Done before any data is read, so an unusable workdir fails in seconds and not
+    after an epoch of training when orbax first writes.
+    """
+    workdir = os.path.abspath(workdir)
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        checkpoints = os.path.join(workdir, "checkpoints")
+        for folder in [workdir] + ([checkpoints] if os.path.lexists(checkpoints) else []):
+            probe = os.path.join(folder, f".write_test.{os.getpid()}")
+            with open(probe, "w"):
+                pass
+            os.unlink(probe)
+    except OSError as e:
+        raise UsageError(f"cannot write to workdir {workdir} ({e.strerror}: {e.filename}): "
+                         f"pass a writable --workdir") from None
+    return workdir
+
+
+def move_earlier_run_aside(workdir: str, log: Callable[[str], None]) -> None:
+    """--fresh: move an earlier run's files to `previous-<time>/` (never delete).
+
+    Called only once flags and data have been checked, so a failing invocation
+    leaves the earlier run where it was.
+    """
+    old = [n for n in ("checkpoints", "metrics.jsonl", "timing.jsonl", "summary.json",
+                       "tensorboard", "report", "config.json", "profile")
+           if os.path.exists(os.path.join(workdir, n))]
+    if old:
+        aside = os.path.join(workdir, "previous-" + time.strftime("%Y%m%d-%H%M%S"))
+        os.makedirs(aside, exist_ok=True)
+        for n in old:
+            shutil.move(os.path.join(workdir, n), os.path.join(aside, n))
+        log(f"--fresh: moved the earlier run's files to {aside}")
+
+
+def _check_finite(train_sums: dict[str, Any], epoch: int, last_good: int | None) -> None:
+    bad = int(np.asarray(jax.device_get(train_sums["first_nonfinite_step"])))
+    if bad != int(NO_STEP):
+        kept = (f"the last good checkpoint (step {last_good}) is kept" if last_good is not None
+                else "no checkpoint had been written yet")
+        raise DivergedError(
+            f"the loss became NaN or infinite at step {bad} (epoch {epoch + 1}); {kept}; "
+            f"lower --learning-rate and rerun (with --fresh to restart from scratch)")
+
+
+def _progress_bar(enabled: bool, total: int, initial: int, epoch: int):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}", unit="step",
+                leave=False, file=sys.stderr, dynamic_ncols=True)
+
+
+def train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool = False,
+                       log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train `config` in `workdir`, resuming from its newest checkpoint; returns the summary.
+
+    One training per workdir: a second one fails at once (workdir_lock). SIGTERM/SIGINT
+    during training checkpoint the current step and raise `Interrupted` (preemption)."""
+    config_lib.validate(config)
+    workdir = prepare_workdir(workdir)
+    with workdir_lock.held(workdir, enabled=jax.process_index() == 0):
+        return _train_and_evaluate(config, workdir, fresh=fresh, log=log)
+
+
+def _train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool,
+                        log: Callable[[str], None]) -> dict[str, Any]:
+    """The body of `train_and_evaluate`, in a prepared (absolute) and locked workdir."""
+    mesh = mesh_lib.make_mesh(config.num_devices or None)
+    mesh_lib.check_divisible(mesh, "batch-size", config.batch_size)
+    primary = jax.process_index() == 0  # the one process that writes logs and reports
+    if not primary:
+        log = lambda s: None  # noqa: E731
+    t0 = time.time()
+    mnist = data.load_mnist(config.tfds_dir or None, config.mnist_dir or None)
+    load_seconds = time.time() - t0
+    config_lib.validate(config, train_size=len(mnist.train_labels))
+    if fresh and primary:
+        move_earlier_run_aside(workdir, log)
+    if jax.process_count() > 1:  # no process reads the workdir before it is moved aside
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("mnist_plus: workdir ready")
+    log(f"data: {len(mnist.train_labels)} train / {len(mnist.test_labels)} test images "
+        f"loaded in {load_seconds:.2f}s")
+
+    steps_per_epoch = sampler.steps_per_epoch(len(mnist.train_labels), config.batch_size)
+    state = create_state(config, steps_per_epoch, mesh)
+    train_sums = mesh_lib.put_replicated(zero_train_metrics(), mesh)
+    log(f"model: {param_count(state.params):,} parameters; backend {jax.default_backend()}; "
+        f"{mesh_lib.describe(mesh)}; loop {loops.choose_loop(config.loop)}")
+
+    checkpointer = Checkpointer(workdir, config.keep_checkpoints, keep_best=config.keep_best)
+    checkpointer.data_fingerprint = mnist.fingerprint  # resuming on other data is refused
+    metrics_log = metrics_lib.JsonlLog(os.path.join(workdir, "metrics.jsonl"), enabled=primary)
+    timing_log = metrics_lib.JsonlLog(os.path.join(workdir, "timing.jsonl"), enabled=primary)
+    epoch, start = 0, 0
+    tensorboard = None
+    preempt = preemption.Preemption(multiprocess=jax.process_count() > 1)
+    try:
+        restored = checkpointer.restore(state, train_sums, config, mesh=mesh)
+        if restored is not None:
+            state, train_sums, meta = restored
+            epoch, start = meta["epoch"], meta["step_in_epoch"]
+            if epoch < config.epochs:
+                log(f"resumed from checkpoint at step {meta['global_step']} "
+                    f"(epoch {epoch + 1}, step {start} of {steps_per_epoch})")
+        if primary:  # the effective config (defaults, --config file, flags), for --config;
+            # written once the resume checks have passed: a refused run writes nothing
+            atomic.replace_file(os.path.join(workdir, "config.json"),
+                                lambda f: f.write(config_lib.to_json(config).encode()))
+        metrics_log.truncate_after(epoch)
+        timing_log.truncate_after(epoch)
+        if epoch >= config.epochs:
+            log(f"training already finished ({config.epochs} epochs, checkpoint at step "
+                f"{int(state.step)}); nothing to do")
+            if primary:
+                _report(config, workdir, mnist, log)
+            return _finish(workdir, metrics_log, timing_log, load_seconds, None, mesh, log)
+
+        loop = loops.make_loop(
+            config.loop, mnist.train_images, mnist.train_labels, config.seed,
+            config.batch_size, sampler.augment_for(config),
+            sampler.held_out_pairs(config.holdout, config.seed), mesh)
+        loop = profiling.wrap(loop, config_lib.profile_window(config.profile_steps),
+                              steps_per_epoch, workdir, trace=primary, log=log)
+        if primary:
+            tensorboard = tensorboard_lib.TensorBoard(workdir, config.log_every_steps,
+                                                      purge_step=int(state.step))
+            loop = tensorboard.wrap(loop)
+        evaluator = evaluation.evaluator_for(config, mnist.test_images, mnist.test_labels, mesh)
+        precise_bn = (batch_stats.PreciseBatchStats(
+            mnist.train_images, config.precise_bn, config.batch_size, mesh)
+            if config.precise_bn else None)
+        first_step_seconds = None
+        last_good = checkpointer.latest_step()
+        preempt.install()
+        while epoch < config.epochs:
+            t_epoch = time.time()
+            bar = _progress_bar(config.progress and primary, steps_per_epoch, start, epoch)
+
+            def progress(n: int) -> bool:
+                nonlocal first_step_seconds
+                if first_step_seconds is None:
+                    first_step_seconds = time.time() - cli.IMPORTED_AT
+                if bar:
+                    bar.update(n)
+                return preempt.step(n)  # True: a signal came, stop here
+
+            # Cut where the global step hits a multiple of --checkpoint-every-steps.
+            for seg_start, seg_stop in loops.split_at_multiples(
+                    start, steps_per_epoch, config.checkpoint_every_steps,
+                    offset=epoch * steps_per_epoch):
+                state, train_sums = loop.run(state, train_sums, epoch, seg_start, seg_stop,
+                                             progress=progress)
+                _check_finite(train_sums, epoch, last_good)
+                if preempt.stopped:  # perhaps before seg_stop
+                    seg_stop = int(state.step) - epoch * steps_per_epoch
+                if seg_stop < steps_per_epoch:
+                    checkpointer.save(state, train_sums, epoch=epoch, step_in_epoch=seg_stop,
+                                      config=config)
+                    last_good = int(state.step)
+                    if preempt.poll():
+                        break
+            if bar:
+                bar.close()
+            if preempt.stopped and seg_stop < steps_per_epoch:
+                break  # mid-epoch: saved above
+            train_host = metrics_lib.to_host(train_sums)  # waits for the epoch's last step
+            t_eval = time.time()
+            if precise_bn is not None:  # what is evaluated and saved; training never reads it
+                state = precise_bn(state)
+            row = metrics_lib.epoch_row(epoch + 1, int(state.step), train_host,
+                                        evaluator.metrics(state))
+            seconds = time.time() - t_epoch
+            eval_seconds = time.time() - t_eval
+            metrics_log.append(row)
+            if tensorboard is not None:
+                tensorboard.epoch(row)
+            timing_log.append({"epoch": epoch + 1, "seconds": seconds,
+                               "eval_seconds": eval_seconds})
+            log(metrics_lib.format_epoch(row, seconds))
+            epoch, start = epoch + 1, 0
+            train_sums = mesh_lib.put_replicated(zero_train_metrics(), mesh)
+            checkpointer.save(state, train_sums, epoch=epoch, step_in_epoch=0, config=config,
+                              test_metrics={k: v for k, v in row.items()
+                                            if k.startswith("test_")})
+            last_good = int(state.step)
+            if preempt.poll():  # e.g. a signal during the evaluation or the save
+                break
+        if tensorboard is not None and epoch >= config.epochs:  # finished: `row` is the last
+            tensorboard.hparams(config_lib.to_dict(config), row)
+    finally:
+        checkpointer.close()  # waits for the last save, also after a signal
+        if tensorboard is not None:
+            tensorboard.close()
+        preempt.restore()
+    if preempt.pending():
+        raise preemption.interrupted(preempt.pending(), int(state.step), steps_per_epoch,
+                                     config.epochs)
+    if primary:
+        _report(config, workdir, mnist, log)
+    return _finish(workdir, metrics_log, timing_log, load_seconds, first_step_seconds, mesh,
+                   log)
+
+
+def _report(config: config_lib.Config, workdir: str, mnist: data.Mnist,
+            log: Callable[[str], None]) -> None:
+    """With `config.report`, write `workdir/report/` unless it is up to date."""
+    if config.report:
+        from mnist_plus.tools import report  # matplotlib is only imported now
+
+        if not report.is_current(workdir):
+            log(f"report: {report.write_report(workdir, mnist, log=log)}")
+
+
+def _finish(workdir: str, metrics_log: metrics_lib.JsonlLog, timing_log: metrics_lib.JsonlLog,
+            load_seconds: float, first_step_seconds: float | None, mesh: jax.sharding.Mesh,
+            log: Callable[[str], None]) -> dict[str, Any]:
+    rows = metrics_log.read()
+    times = [r["seconds"] for r in timing_log.read()]
+    summary: dict[str, Any] = {"epochs": len(rows), "final": rows[-1] if rows else None,
+                               "train_seconds": sum(times), "data_load_seconds": load_seconds,
+                               "num_devices": int(mesh.size),
+                               "num_processes": jax.process_count()}
+    if first_step_seconds is not None:
+        summary["process_start_to_first_step_seconds"] = first_step_seconds
+    if rows:
+        best = max(rows, key=lambda r: r["test_sum_accuracy"])
+        summary["best_sum_epoch"] = best["epoch"]
+        final = rows[-1]
+        log(f"done: {len(rows)} epochs; final test digit accuracy "
+            f"{100 * final['test_digit_accuracy']:.2f}%, sum accuracy "
+            f"{100 * final['test_sum_accuracy']:.2f}% (all 10 numbers per image: "
+            f"{100 * final['test_exhaustive_sum_accuracy']:.2f}%); training time "
+            f"{sum(times):.1f}s; results in {workdir}")
+    if jax.process_index() == 0:
+        atomic.replace_file(os.path.join(workdir, "summary.json"),
+                            lambda f: f.write(json.dumps(summary, indent=2).encode()))
+    return summary
+
+
+def run(args: argparse.Namespace) -> None:
+    """`python -m mnist_plus.train` once its flags have parsed: start jax.distributed if
+    they ask for it, then train."""
+    config = config_lib.validate(config_from_args(args))
+    compile_cache.enable()
+    if not distributed.initialize(args):
+        train_and_evaluate(config, args.workdir, fresh=args.fresh,
+                           log=lambda s: print(s, flush=True))
+        return
+    try:
+        train_and_evaluate(config, args.workdir, fresh=args.fresh,
+                           log=lambda s: print(s, flush=True))
+    except jax.errors.JaxRuntimeError as e:
+        first = (str(e).strip().splitlines() or ["?"])[0][:300]
+        print(f"error: process {jax.process_index()} of {jax.process_count()} stopped: a "
+              f"collective operation failed, most likely because another process of the run "
+              f"died ({first}); restart every process with the same command to resume from "
+              f"the newest checkpoint", file=sys.stderr, flush=True)
+        # Not a normal exit: jax.distributed's shutdown would wait for the dead process.
+        os._exit(distributed.ProcessLostError.exit_code)
+
