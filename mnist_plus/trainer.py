@@ -9,10 +9,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
 import time
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import jax
 import numpy as np
@@ -28,65 +27,18 @@ from mnist_plus.training import loops
 from mnist_plus.runtime import preemption
 from mnist_plus.runtime import profiling
 from mnist_plus.data import sampler
-from mnist_plus.runtime import workdir_lock
+from mnist_plus.runtime import workdir as workdir_lib
 from mnist_plus.training import mesh as mesh_lib
 from mnist_plus.training import metrics as metrics_lib
 from mnist_plus.runtime import tensorboard as tensorboard_lib
 from mnist_plus.runtime.checkpointing import Checkpointer
 from mnist_plus import cli
 from mnist_plus.cli import config_from_args
-from mnist_plus.errors import DivergedError, UsageError
+from mnist_plus.errors import UsageError
 from mnist_plus.model import param_count
 from mnist_plus.training.state import create_state
-from mnist_plus.training.step import NO_STEP, zero_train_metrics
-
-
-def prepare_workdir(workdir: str) -> str:
-    """Create `workdir`; check that it (and its `checkpoints` folder, if any) takes files.
-
-    Done before any data is read, so an unusable workdir fails in seconds and not
-    after an epoch of training when orbax first writes.
-    """
-    workdir = os.path.abspath(workdir)
-    try:
-        os.makedirs(workdir, exist_ok=True)
-        checkpoints = os.path.join(workdir, "checkpoints")
-        for folder in [workdir] + ([checkpoints] if os.path.lexists(checkpoints) else []):
-            probe = os.path.join(folder, f".write_test.{os.getpid()}")
-            with open(probe, "w"):
-                pass
-            os.unlink(probe)
-    except OSError as e:
-        raise UsageError(f"cannot write to workdir {workdir} ({e.strerror}: {e.filename}): "
-                         f"pass a writable --workdir") from None
-    return workdir
-
-
-def move_earlier_run_aside(workdir: str, log: Callable[[str], None]) -> None:
-    """--fresh: move an earlier run's files to `previous-<time>/` (never delete).
-
-    Called only once flags and data have been checked, so a failing invocation
-    leaves the earlier run where it was.
-    """
-    old = [n for n in ("checkpoints", "metrics.jsonl", "timing.jsonl", "summary.json",
-                       "tensorboard", "report", "config.json", "profile")
-           if os.path.exists(os.path.join(workdir, n))]
-    if old:
-        aside = os.path.join(workdir, "previous-" + time.strftime("%Y%m%d-%H%M%S"))
-        os.makedirs(aside, exist_ok=True)
-        for n in old:
-            shutil.move(os.path.join(workdir, n), os.path.join(aside, n))
-        log(f"--fresh: moved the earlier run's files to {aside}")
-
-
-def _check_finite(train_sums: dict[str, Any], epoch: int, last_good: int | None) -> None:
-    bad = int(np.asarray(jax.device_get(train_sums["first_nonfinite_step"])))
-    if bad != int(NO_STEP):
-        kept = (f"the last good checkpoint (step {last_good}) is kept" if last_good is not None
-                else "no checkpoint had been written yet")
-        raise DivergedError(
-            f"the loss became NaN or infinite at step {bad} (epoch {epoch + 1}); {kept}; "
-            f"lower --learning-rate and rerun (with --fresh to restart from scratch)")
+from mnist_plus.training import divergence
+from mnist_plus.training.step import make_train_step, zero_train_metrics
 
 
 def _progress_bar(enabled: bool, total: int, initial: int, epoch: int):
@@ -102,11 +54,11 @@ def train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool =
                        log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train `config` in `workdir`, resuming from its newest checkpoint; returns the summary.
 
-    One training per workdir: a second one fails at once (workdir_lock). SIGTERM/SIGINT
+    One training per workdir: a second one fails at once (runtime/workdir.py). SIGTERM/SIGINT
     during training checkpoint the current step and raise `Interrupted` (preemption)."""
     config_lib.validate(config)
-    workdir = prepare_workdir(workdir)
-    with workdir_lock.held(workdir, enabled=jax.process_index() == 0):
+    workdir = workdir_lib.prepare(workdir)
+    with workdir_lib.held(workdir, enabled=jax.process_index() == 0):
         return _train_and_evaluate(config, workdir, fresh=fresh, log=log)
 
 
@@ -123,7 +75,7 @@ def _train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool,
     load_seconds = time.time() - t0
     config_lib.validate(config, train_size=len(mnist.train_labels))
     if fresh and primary:
-        move_earlier_run_aside(workdir, log)
+        workdir_lib.move_earlier_run_aside(workdir, log)
     if jax.process_count() > 1:  # no process reads the workdir before it is moved aside
         from jax.experimental import multihost_utils
 
@@ -137,12 +89,12 @@ def _train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool,
     log(f"model: {param_count(state.params):,} parameters; backend {jax.default_backend()}; "
         f"{mesh_lib.describe(mesh)}; loop {loops.choose_loop(config.loop)}")
 
-    checkpointer = Checkpointer(workdir, config.keep_checkpoints, keep_best=config.keep_best)
-    checkpointer.data_fingerprint = mnist.fingerprint  # resuming on other data is refused
+    checkpointer = Checkpointer(workdir, config.keep_checkpoints, keep_best=config.keep_best,
+                                data_fingerprint=mnist.fingerprint)
     metrics_log = metrics_lib.JsonlLog(os.path.join(workdir, "metrics.jsonl"), enabled=primary)
     timing_log = metrics_lib.JsonlLog(os.path.join(workdir, "timing.jsonl"), enabled=primary)
     epoch, start = 0, 0
-    tensorboard = None
+    tensorboard, profiler = None, None
     preempt = preemption.Preemption(multiprocess=jax.process_count() > 1)
     try:
         restored = checkpointer.restore(state, train_sums, config, mesh=mesh)
@@ -168,50 +120,60 @@ def _train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool,
         loop = loops.make_loop(
             config.loop, mnist.train_images, mnist.train_labels, config.seed,
             config.batch_size, sampler.augment_for(config),
-            sampler.held_out_pairs(config.holdout, config.seed), mesh)
-        loop = profiling.wrap(loop, config_lib.profile_window(config.profile_steps),
-                              steps_per_epoch, workdir, trace=primary, log=log)
-        if primary:
-            tensorboard = tensorboard_lib.TensorBoard(workdir, config.log_every_steps,
-                                                      purge_step=int(state.step))
-            loop = tensorboard.wrap(loop)
+            sampler.held_out_pairs(config.holdout, config.seed), mesh,
+            step=make_train_step(config.label_smoothing))
         evaluator = evaluation.evaluator_for(config, mnist.test_images, mnist.test_labels, mesh)
         precise_bn = (batch_stats.PreciseBatchStats(
             mnist.train_images, config.precise_bn, config.batch_size, mesh)
             if config.precise_bn else None)
+        # The periodic actions, each a hook called where the one loop below pauses.
+        window = config_lib.profile_window(config.profile_steps)
+        profiler = profiling.profiler(window, workdir, trace=primary, log=log)
+        if primary:
+            tensorboard = tensorboard_lib.TensorBoard(workdir, purge_step=int(state.step))
+        log_every = config.log_every_steps if tensorboard is not None else 0
         first_step_seconds = None
         last_good = checkpointer.latest_step()
         preempt.install()
         while epoch < config.epochs:
             t_epoch = time.time()
+            offset = epoch * steps_per_epoch
             bar = _progress_bar(config.progress and primary, steps_per_epoch, start, epoch)
 
-            def progress(n: int) -> bool:
+            def progress(n: int) -> None:
                 nonlocal first_step_seconds
                 if first_step_seconds is None:
                     first_step_seconds = time.time() - cli.IMPORTED_AT
                 if bar:
                     bar.update(n)
-                return preempt.step(n)  # True: a signal came, stop here
 
-            # Cut where the global step hits a multiple of --checkpoint-every-steps.
-            for seg_start, seg_stop in loops.split_at_multiples(
-                    start, steps_per_epoch, config.checkpoint_every_steps,
-                    offset=epoch * steps_per_epoch):
-                state, train_sums = loop.run(state, train_sums, epoch, seg_start, seg_stop,
-                                             progress=progress)
-                _check_finite(train_sums, epoch, last_good)
-                if preempt.stopped:  # perhaps before seg_stop
-                    seg_stop = int(state.step) - epoch * steps_per_epoch
-                if seg_stop < steps_per_epoch:
-                    checkpointer.save(state, train_sums, epoch=epoch, step_in_epoch=seg_stop,
+            if tensorboard is not None:
+                tensorboard.start_window(train_sums)
+            ends = pauses(start, steps_per_epoch, offset, config.checkpoint_every_steps,
+                          log_every, profiler.cuts if profiler else ())
+            for a, b in zip([start] + ends[:-1], ends):
+                if profiler:
+                    profiler.before(offset + a)
+                state, train_sums = loop.run(state, train_sums, epoch, a, b, progress=progress,
+                                             should_stop=preempt.step)
+                divergence.check_losses(train_sums, epoch, last_good)
+                done = int(state.step) - offset if preempt.stopped else b  # perhaps before b
+                if profiler:
+                    profiler.after(state, train_sums, offset + done)
+                if log_every and done == b and b % log_every == 0:
+                    tensorboard.end_window(train_sums, step=offset + b)
+                every = config.checkpoint_every_steps
+                if done < steps_per_epoch and (preempt.stopped
+                                               or (every and (offset + done) % every == 0)):
+                    divergence.check_state(state, last_good)
+                    checkpointer.save(state, train_sums, epoch=epoch, step_in_epoch=done,
                                       config=config)
                     last_good = int(state.step)
                     if preempt.poll():
                         break
             if bar:
                 bar.close()
-            if preempt.stopped and seg_stop < steps_per_epoch:
+            if preempt.stopped and done < steps_per_epoch:
                 break  # mid-epoch: saved above
             train_host = metrics_lib.to_host(train_sums)  # waits for the epoch's last step
             t_eval = time.time()
@@ -229,6 +191,7 @@ def _train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool,
             log(metrics_lib.format_epoch(row, seconds))
             epoch, start = epoch + 1, 0
             train_sums = mesh_lib.put_replicated(zero_train_metrics(), mesh)
+            divergence.check_state(state, last_good)
             checkpointer.save(state, train_sums, epoch=epoch, step_in_epoch=0, config=config,
                               test_metrics={k: v for k, v in row.items()
                                             if k.startswith("test_")})
@@ -238,6 +201,8 @@ def _train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool,
         if tensorboard is not None and epoch >= config.epochs:  # finished: `row` is the last
             tensorboard.hparams(config_lib.to_dict(config), row)
     finally:
+        if profiler:
+            profiler.close()
         checkpointer.close()  # waits for the last save, also after a signal
         if tensorboard is not None:
             tensorboard.close()
@@ -249,6 +214,18 @@ def _train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool,
         _report(config, workdir, mnist, log)
     return _finish(workdir, metrics_log, timing_log, load_seconds, first_step_seconds, mesh,
                    log)
+
+
+def pauses(start: int, stop: int, offset: int, checkpoint_every: int, log_every: int,
+           profile_cuts: Sequence[int] = ()) -> list[int]:
+    """The steps of an epoch, after `start`, where the loop pauses for a periodic action,
+    ending with `stop` (the epoch's end): a checkpoint where the global step (`offset +
+    step`) is a multiple of `checkpoint_every`, a TensorBoard window at multiples of
+    `log_every` within the epoch, the profile window's ends (global steps). Pausing
+    changes nothing that is computed. 0 turns an action off."""
+    return [s for s in range(start + 1, stop)
+            if (checkpoint_every and (offset + s) % checkpoint_every == 0)
+            or (log_every and s % log_every == 0) or offset + s in profile_cuts] + [stop]
 
 
 def _report(config: config_lib.Config, workdir: str, mnist: data.Mnist,

@@ -98,7 +98,8 @@ def main() -> None:
     if args.after_steps or args.pause_after_steps or args.signal_after_steps:
         original_run = loops.HostLoop.run
 
-        def run(self, state, metrics, epoch, start, stop, progress=lambda n: None):
+        def run(self, state, metrics, epoch, start, stop, progress=lambda n: None,
+                should_stop=lambda n: False):
             def counted(n):
                 steps["n"] += n
                 if steps["n"] == args.signal_after_steps:
@@ -108,11 +109,12 @@ def main() -> None:
                     deadline = time.monotonic() + 120
                     while not received and time.monotonic() < deadline:
                         time.sleep(0.02)
-                stop = progress(n)
+                stopping = should_stop(n)
                 if args.after_steps and steps["n"] >= args.after_steps:
                     _die()
-                return stop
-            return original_run(self, state, metrics, epoch, start, stop, progress=counted)
+                return stopping
+            return original_run(self, state, metrics, epoch, start, stop, progress=progress,
+                                should_stop=counted)
         loops.HostLoop.run = run
     if args.signal_at_eval:
         original_metrics = evaluation.Evaluator.metrics

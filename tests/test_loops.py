@@ -122,9 +122,13 @@ def test_the_scan_loop_normalises_uint8_images_once_as_the_host_loop_does_per_ba
     np.testing.assert_array_equal(np.asarray(loop.images), sampler.normalise(raw))
 
 
-def test_split_at_multiples_cuts_where_checkpoints_and_logs_fall():
+def test_the_loop_pauses_where_checkpoints_logs_and_the_profile_window_fall():
+    from mnist_plus.trainer import pauses
+
     # Epoch 1 of 8 steps, every 3 global steps: global steps 9, 12, 15 are steps 1, 4, 7.
-    assert loops.split_at_multiples(0, 8, 3, offset=8) == [(0, 1), (1, 4), (4, 7), (7, 8)]
-    assert loops.split_at_multiples(5, 8, 3, offset=8) == [(5, 7), (7, 8)]
-    assert loops.split_at_multiples(2, 8, 0) == [(2, 8)]
-    assert loops.split_at_multiples(0, 250, 100) == [(0, 100), (100, 200), (200, 250)]
+    assert pauses(0, 8, 8, checkpoint_every=3, log_every=0) == [1, 4, 7, 8]
+    assert pauses(5, 8, 8, checkpoint_every=3, log_every=0) == [7, 8]
+    assert pauses(2, 8, 0, checkpoint_every=0, log_every=0) == [8]
+    # Logs count steps within the epoch; the profile window's ends are global steps.
+    assert pauses(0, 250, 250, 0, 100) == [100, 200, 250]
+    assert pauses(0, 250, 250, 0, 100, profile_cuts=(259, 300)) == [9, 50, 100, 200, 250]

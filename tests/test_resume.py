@@ -134,14 +134,17 @@ def test_fresh_moves_the_old_run_aside(prepared_tiny, reference_run, tmp_path):
                        log=lines.append)
     aside = [n for n in os.listdir(workdir) if n.startswith("previous-")]
     assert len(aside) == 1 and any("--fresh: moved" in line for line in lines)
-    # Everything but the workdir's lock, which stays (see workdir_lock.py).
+    # Everything but the workdir's lock, which stays (see runtime/workdir.py).
     assert snapshot(os.path.join(workdir, aside[0])) == {k: v for k, v in old.items()
                                                          if k != ".lock"}
     assert os.path.exists(os.path.join(workdir, ".lock"))
     assert len(read_bytes(os.path.join(workdir, "metrics.jsonl")).splitlines()) == 1
 
 
-def test_a_non_finite_state_is_never_saved(prepared_tiny, tmp_path):
+def test_a_non_finite_state_is_refused_before_it_would_replace_the_last_good_one(
+        prepared_tiny, tmp_path):
+    from mnist_plus.training import divergence
+
     import jax
     import jax.numpy as jnp
 
@@ -158,7 +161,8 @@ def test_a_non_finite_state_is_never_saved(prepared_tiny, tmp_path):
                                params=jax.tree_util.tree_unflatten(treedef, leaves))
         with pytest.raises(DivergedError, match=r"NaN or infinite by step 5 \(\['params'\].*"
                                                 r"last good checkpoint \(step 4\) is kept"):
-            ckpt.save(broken, zero_train_metrics(), epoch=0, step_in_epoch=5, config=config)
+            divergence.check_state(broken, ckpt.latest_step())
+        divergence.check_state(state, ckpt.latest_step())  # a finite state passes
         ckpt.wait()
         assert ckpt.latest_step() == 4
     finally:

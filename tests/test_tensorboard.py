@@ -11,7 +11,7 @@ from tests.conftest import REPO
 _SCRIPT = """
 import os, sys
 from mnist_plus.runtime import tensorboard
-tb = tensorboard.TensorBoard(sys.argv[1], every_steps=0)
+tb = tensorboard.TensorBoard(sys.argv[1])
 tb.close()
 print("torch" in sys.modules, sorted(os.listdir(os.path.join(sys.argv[1], "tensorboard"))))
 """

@@ -5,8 +5,8 @@ the running train metrics of the current epoch, and JSON metadata: the epoch and
 step within it that training continues from, and the config. Orbax writes into a
 temporary folder (`<step>.orbax-checkpoint-tmp`) and renames it when complete, so a
 killed save is never restored; leftover temporary folders are deleted on the next start.
-A state with a NaN or infinite value is never saved, so the newest checkpoint is
-always one training can continue from.
+Training checks a state for NaN before saving it (training/divergence.py), so the newest
+checkpoint is always one training can continue from.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from jax.sharding import Mesh
 from mnist_plus import config as config_lib
 from mnist_plus.training import mesh as mesh_lib
 from mnist_plus.runtime import storage
-from mnist_plus.errors import DivergedError, StorageError, UsageError
+from mnist_plus.errors import StorageError, UsageError
 from mnist_plus.training.state import TrainState
 from mnist_plus.training.step import Metrics
 
@@ -35,16 +35,6 @@ def _saved_tree(state: TrainState, metrics: Metrics) -> dict[str, Any]:
     return {"state": {"step": state.step, "params": state.params,
                       "batch_stats": state.batch_stats, "opt_state": state.opt_state},
             "train_metrics": metrics}
-
-
-def nonfinite_leaves(tree: Any) -> list[str]:
-    """Paths of the floating-point leaves of `tree` that hold a NaN or an infinity."""
-    bad = []
-    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
-        value = np.asarray(jax.device_get(leaf))
-        if np.issubdtype(value.dtype, np.floating) and not np.isfinite(value).all():
-            bad.append(jax.tree_util.keystr(path))
-    return bad
 
 
 BEST_METRIC = "test_sum_accuracy"  # what "best" means: the highest test sum accuracy
@@ -66,7 +56,7 @@ class _MidEpochSaves(logging.Filter):
                     or "Given directory is read only" in message)
 
 
-logging.getLogger("absl").addFilter(_MidEpochSaves())
+_QUIET = _MidEpochSaves()
 
 
 def preservation_policy(keep: int, keep_best: bool) -> ocp.checkpoint_managers.PreservationPolicy:
@@ -100,20 +90,24 @@ def _join_orbax_threads(timeout: float = 120.0) -> None:
 class Checkpointer:
     """A thin wrapper that fixes the layout and the resume rules of this project."""
 
-    # Set by training (data.Mnist.fingerprint): saved in the metadata, checked on restore.
-    data_fingerprint: dict[str, str] | None = None
     _in_flight: int | None = None  # the step of a save not yet known to be complete
     _faulted = False  # a save failed for lack of space or a read-only file system
 
     def __init__(self, workdir: str, keep: int, read_only: bool = False,
-                 keep_best: bool = True):
+                 keep_best: bool = True, data_fingerprint: dict[str, str] | None = None):
         """`read_only`: for readers (report, predict): never creates, prunes or cleans
         anything, and involves only this process, so process 0 of a multi-process run
         can read checkpoints alone (a writer's manager synchronises all processes).
 
         `best_fn` is set in both modes: orbax writes a save's metrics only when it is
         set, and `best_step` needs it; which checkpoints are kept is decided by the
-        `preservation_policy` alone."""
+        `preservation_policy` alone.
+
+        `data_fingerprint` (data.Mnist.fingerprint): saved in the metadata and checked on
+        restore, so resuming on other data is refused."""
+        self.data_fingerprint = data_fingerprint
+        logging.getLogger("absl").removeFilter(_QUIET)  # once, however many are made
+        logging.getLogger("absl").addFilter(_QUIET)
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
         if read_only:
             me = jax.process_index()
@@ -147,20 +141,7 @@ class Checkpointer:
              config: config_lib.Config, test_metrics: dict[str, float] | None = None) -> None:
         """Save asynchronously; `epoch`/`step_in_epoch` say where training resumes.
         `test_metrics`: the epoch's test metrics, at epoch ends only (they rank the best).
-
-        Refuses (DivergedError) a state with non-finite values: the loss check only
-        sees losses, and the last step of a segment can turn the parameters to NaN
-        with a finite loss; saving them would replace the last good checkpoint.
         """
-        bad = nonfinite_leaves(_saved_tree(state, metrics)["state"])
-        if bad:
-            last = self.latest_step()
-            kept = (f"the last good checkpoint (step {last}) is kept" if last is not None
-                    else "no checkpoint had been written yet")
-            raise DivergedError(
-                f"the training state became NaN or infinite by step {int(state.step)} "
-                f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); it was not saved and "
-                f"{kept}; lower --learning-rate and rerun (with --fresh to restart from scratch)")
         meta = {"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": int(state.step),
                 "config": config_lib.to_dict(config)}
         if self.data_fingerprint is not None:

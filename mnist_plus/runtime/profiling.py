@@ -25,30 +25,38 @@ import jax
 FOLDER = "profile"
 
 
-class ProfilingLoop:
-    """`loop` with the same `run`, cut at the trace window's ends, tracing inside it."""
+class Profiler:
+    """Traces global steps A..B: the training loop pauses before step A and after step B
+    (`cuts`), and calls `before` and `after` around each piece it runs."""
 
-    def __init__(self, loop, window: tuple[int, int], steps_per_epoch: int, log_dir: str,
-                 trace: bool = True, log: Callable[[str], None] = lambda s: None):
-        self._loop = loop
+    def __init__(self, window: tuple[int, int], log_dir: str, trace: bool = True,
+                 log: Callable[[str], None] = lambda s: None):
         self._first, self._last = window
-        self._steps_per_epoch = steps_per_epoch
         self.log_dir = log_dir
         self._trace, self._log = trace, log
         self._tracing = False
         self._done = False
 
-    def __getattr__(self, name: str):
-        return getattr(self._loop, name)
+    @property
+    def cuts(self) -> tuple[int, int]:
+        """The global steps after which the loop must pause: A - 1 and B."""
+        return self._first - 1, self._last
 
-    def _start(self, step: int) -> None:
-        self._tracing = True
-        if self._trace:
-            os.makedirs(self.log_dir, exist_ok=True)
-            jax.profiler.start_trace(self.log_dir, create_perfetto_trace=True)
-        self._from, self._t0 = step + 1, time.perf_counter()
+    def before(self, step: int) -> None:
+        """The loop is about to run from global step `step`: start tracing if the window
+        begins here (also when a resumed run starts inside the window)."""
+        if not (self._tracing or self._done) and self._first - 1 <= step < self._last:
+            self._tracing = True
+            if self._trace:
+                os.makedirs(self.log_dir, exist_ok=True)
+                jax.profiler.start_trace(self.log_dir, create_perfetto_trace=True)
+            self._from, self._t0 = step + 1, time.perf_counter()
 
-    def _stop(self, state, metrics, step: int) -> None:
+    def after(self, state, metrics, step: int) -> None:
+        """The loop ran up to global step `step`: stop tracing once it has passed B, after
+        the traced steps' results are computed."""
+        if not (self._tracing and step >= self._last):
+            return
         self._tracing, self._done = False, True
         if self._trace:
             jax.block_until_ready((state, metrics))
@@ -58,30 +66,16 @@ class ProfilingLoop:
                       f"{self.log_dir} (steps traced in {t1 - self._t0:.2f}s, trace written "
                       f"in {time.perf_counter() - t1:.2f}s)")
 
-    def run(self, state, metrics, epoch: int, start: int, stop: int, progress=lambda n: None):
-        offset = epoch * self._steps_per_epoch
-        before_first, last = self._first - 1, self._last
-        cuts = [s for s in range(start + 1, stop) if offset + s in (before_first, last)]
-        bounds = [start] + cuts + [stop]
-        for a, b in zip(bounds[:-1], bounds[1:]):
-            if not (self._tracing or self._done) and before_first <= offset + a < last:
-                self._start(offset + a)  # also when a resumed run starts inside the window
-            try:
-                state, metrics = self._loop.run(state, metrics, epoch, a, b, progress=progress)
-            except BaseException:
-                if self._tracing and self._trace:  # keep what was traced; the error goes on
-                    jax.profiler.stop_trace()
-                    self._tracing = False
-                raise
-            if self._tracing and offset + b >= last:
-                self._stop(state, metrics, offset + b)
-        return state, metrics
+    def close(self) -> None:
+        """After an error inside the window: keep what was traced; the error goes on."""
+        if self._tracing and self._trace:
+            jax.profiler.stop_trace()
+        self._tracing = False
 
 
-def wrap(loop, profile_steps: tuple[int, int] | None, steps_per_epoch: int, workdir: str,
-         trace: bool = True, log: Callable[[str], None] = lambda s: None):
-    """`loop` unchanged without a window; else a ProfilingLoop writing to workdir/profile."""
-    if profile_steps is None:
-        return loop
-    return ProfilingLoop(loop, profile_steps, steps_per_epoch,
-                         os.path.join(workdir, FOLDER), trace=trace, log=log)
+def profiler(window: tuple[int, int] | None, workdir: str, trace: bool = True,
+             log: Callable[[str], None] = lambda s: None) -> Profiler | None:
+    """A Profiler writing to workdir/profile for `--profile-steps`, or None without one."""
+    if window is None:
+        return None
+    return Profiler(window, os.path.join(workdir, FOLDER), trace=trace, log=log)

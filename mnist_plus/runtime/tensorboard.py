@@ -5,10 +5,10 @@ Per epoch: every number of the metrics.jsonl row, as `train/<name>` and
 last N steps, as `train_steps/<name>`. The x axis is always the global step, so
 both kinds of curves line up.
 
-The per-N-steps values come from the loop's on-device running sums, read at the
-end of a segment of N steps: one host sync per N steps, none per step. Segments
-are cut at multiples of N *within* an epoch, so with N a multiple of the scanned
-loop's chunk (100) the scanned loop compiles no extra shapes.
+The per-N-steps values come from the loop's on-device running sums, read where the
+training loop pauses at a multiple of N steps *within* an epoch (trainer.py): one host
+sync per N steps, none per step. With N a multiple of the scanned loop's chunk (100)
+the scanned loop compiles no extra shapes.
 """
 
 from __future__ import annotations
@@ -17,11 +17,9 @@ import os
 import sys
 from typing import Any, Mapping
 
-from mnist_plus.training import loops
 from mnist_plus.training import metrics as metrics_lib
 
 FOLDER = "tensorboard"
-_WINDOW_KEYS = ("count", "loss", "digit_loss", "sum_loss", "digit_correct", "sum_correct")
 
 
 def epoch_scalars(row: Mapping[str, Any]) -> dict[str, float]:
@@ -54,18 +52,30 @@ def summary_writer_class():
 
 
 class TensorBoard:
-    """A SummaryWriter for one training session, and a loop wrapper for per-N-steps scalars.
+    """A SummaryWriter for one training session: per-epoch rows and per-N-steps windows.
 
     `purge_step` is the global step training resumes from: TensorBoard then hides
     what an interrupted earlier session had logged from that step on, so a resumed
     run shows one curve, not two overlapping ones.
     """
 
-    def __init__(self, workdir: str, every_steps: int, purge_step: int | None = None):
+    def __init__(self, workdir: str, purge_step: int | None = None):
         SummaryWriter = summary_writer_class()  # imported here: start-up does not pay for it
         self.directory = os.path.join(workdir, FOLDER)
-        self.every_steps = every_steps
         self._writer = SummaryWriter(self.directory, purge_step=purge_step, flush_secs=30)
+        self._window_start: dict[str, float] = {}  # host copy of the sums where it began
+
+    def start_window(self, sums: Mapping[str, Any]) -> None:
+        """A window of train steps starts at these running sums (an epoch's start)."""
+        self._window_start = metrics_lib.to_host(sums)
+
+    def end_window(self, sums: Mapping[str, Any], step: int) -> None:
+        """Log the steps since the window started (N of them, fewer just after a mid-epoch
+        resume) at global step `step`; the next window starts here. Reads `sums` now:
+        the next step may donate (invalidate) them."""
+        now = metrics_lib.to_host(sums)
+        self.steps({k: now[k] - self._window_start[k] for k in metrics_lib.COUNT_KEYS}, step)
+        self._window_start = now
 
     def epoch(self, row: Mapping[str, Any]) -> None:
         """Log one metrics.jsonl row at its global step."""
@@ -80,10 +90,6 @@ class TensorBoard:
         for key, value in metrics_lib.summarise("train_steps", window).items():
             self._writer.add_scalar(key.replace("train_steps_", "train_steps/", 1), value, step)
 
-    def wrap(self, loop):
-        """`loop` with the same `run`, cut into N-step segments that log their window."""
-        return loop if self.every_steps <= 0 else _LoggingLoop(loop, self)
-
     def hparams(self, config: Mapping[str, Any], row: Mapping[str, Any]) -> None:
         """The run's config as hyperparameters with its final metrics (`hparams/test_...`,
         named apart from the scalars), for TensorBoard's HPARAMS tab; in `hparams/`."""
@@ -94,40 +100,3 @@ class TensorBoard:
     def close(self) -> None:
         self._writer.close()
 
-
-class _LoggingLoop:
-    """Runs the wrapped loop piecewise; at each multiple of N steps of the epoch, logs the
-    steps since the previous log (N of them, fewer just after a mid-epoch resume)."""
-
-    def __init__(self, loop, tensorboard: TensorBoard):
-        self._loop = loop
-        self._tb = tensorboard
-        self._epoch: int | None = None
-        self._window_start: dict[str, float] = {}  # host copy of the sums where the window began
-
-    def __getattr__(self, name: str):
-        return getattr(self._loop, name)
-
-    def run(self, state, metrics, epoch: int, start: int, stop: int, progress=lambda n: None):
-        every = self._tb.every_steps
-        if self._epoch != epoch:  # a new epoch, or the first one of a (resumed) session
-            self._epoch, self._window_start = epoch, metrics_lib.to_host(metrics)
-        done, stopped = 0, False
-
-        def counted(n: int):  # a true result (a stop request) ends the run early
-            nonlocal done, stopped
-            done += n
-            stopped = bool(progress(n))
-            return stopped
-
-        for a, b in loops.split_at_multiples(start, stop, every):  # steps within the epoch
-            state, metrics = self._loop.run(state, metrics, epoch, a, b, progress=counted)
-            if start + done == b and b % every == 0:  # a complete window
-                # Read now: the next call may donate (invalidate) `metrics`.
-                now = metrics_lib.to_host(metrics)
-                self._tb.steps({k: now[k] - self._window_start[k] for k in _WINDOW_KEYS},
-                               step=int(state.step))
-                self._window_start = now
-            if stopped:
-                break
-        return state, metrics

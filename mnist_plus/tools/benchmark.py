@@ -46,7 +46,7 @@ from mnist_plus import cli
 from mnist_plus.cli import config_from_args
 from mnist_plus.errors import MnistPlusError, UsageError
 from mnist_plus.training.state import TrainState, create_state
-from mnist_plus.training.step import train_step, zero_train_metrics
+from mnist_plus.training.step import make_train_step, zero_train_metrics
 
 _IMPORTED = time.time()  # the first-step probe counts imports from cli.IMPORTED_AT to here
 
@@ -148,7 +148,8 @@ def bench_matmul(size: int, repeats: int) -> dict[str, Any]:
 
 def bench_train_step(state: TrainState, mnist: data.Mnist, batch_size: int, warmup: int,
                      repeats: int, min_repeat_seconds: float,
-                     matmul_flops_per_second: float) -> dict[str, Any]:
+                     matmul_flops_per_second: float, label_smoothing: float = 0.0
+                     ) -> dict[str, Any]:
     """Compile time, steady step time and FLOPs of the jitted step at one batch size.
 
     The step is jitted with the state (consumed) and metrics donated, as the host loop
@@ -159,7 +160,8 @@ def bench_train_step(state: TrainState, mnist: data.Mnist, batch_size: int, warm
     jax.clear_caches()
 
     def first_call():
-        compiled = jax.jit(train_step, donate_argnums=(0, 2)).lower(state, batch, metrics).compile()
+        compiled = jax.jit(make_train_step(label_smoothing), donate_argnums=(0, 2)).lower(
+            state, batch, metrics).compile()
         return compiled, compiled(state, batch, metrics)
 
     first_seconds, (step, (state, metrics)) = timed(first_call)
@@ -228,7 +230,8 @@ def bench_epoch(state: TrainState, config: config_lib.Config, mnist: data.Mnist,
     warm_metrics, metrics = zero_train_metrics(), zero_train_metrics()
     t0 = time.perf_counter()
     loop = loops.make_loop(loop_name, mnist.train_images, mnist.train_labels,
-                           config.seed, config.batch_size, sampler.augment_for(config))
+                           config.seed, config.batch_size, sampler.augment_for(config),
+                           step=make_train_step(config.label_smoothing))
     setup_seconds = time.perf_counter() - t0
     jax.block_until_ready((state, warm_metrics, metrics))
     jax.clear_caches()
@@ -269,7 +272,7 @@ def bench_devices(config: config_lib.Config, mnist: data.Mnist, counts: Sequence
         host = synthetic_batch(config.batch_size, mnist.train_images, mnist.train_labels)
         batch = mesh_lib.put_split(host, mesh, config.batch_size)
         metrics = mesh_lib.put_replicated(zero_train_metrics(), mesh)
-        step = loops.jit_step(train_step, mesh)
+        step = loops.jit_step(make_train_step(config.label_smoothing), mesh)
         compile_seconds, (state, metrics) = timed(lambda: step(state, batch, metrics))
         times, _ = _steady_step_seconds(step, state, batch, metrics, repeats,
                                         min_repeat_seconds)
@@ -312,7 +315,8 @@ def first_step_probe(args: argparse.Namespace, config: config_lib.Config) -> dic
     state = create_state(config, sampler.steps_per_epoch(len(mnist.train_labels),
                                                                 config.batch_size))
     loop = loops.make_loop(config.loop, mnist.train_images,
-                           mnist.train_labels, config.seed, config.batch_size)
+                           mnist.train_labels, config.seed, config.batch_size,
+                           step=make_train_step(config.label_smoothing))
     t_init = time.time()
     jax.block_until_ready(loop.run(state, zero_train_metrics(), 0, 0, 1))
     t_step = time.time()
@@ -446,7 +450,8 @@ def measure(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         args.matmul_size or (2048 if backend == "cpu" else 8192), args.repeats))
     steps = section("train_step", lambda: [
         bench_train_step(state, mnist, b, args.warmup_steps, args.repeats,
-                         args.min_repeat_seconds, matmul["flops_per_second"])
+                         args.min_repeat_seconds, matmul["flops_per_second"],
+                         config.label_smoothing)
         for state, b in zip(states["step"], args.batch_sizes)])
     epoch_examples = args.epoch_examples
     if epoch_examples == "auto":

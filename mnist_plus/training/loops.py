@@ -29,23 +29,19 @@ from mnist_plus.data import sampler
 from mnist_plus.training.state import TrainState
 from mnist_plus.training.step import Metrics, train_step
 
-# Called with the number of steps just run; a true result stops the loop there (at a
-# step boundary; `state.step` then says how far it got): see preemption.py.
-Progress = Callable[[int], "bool | None"]
+# Called with the number of steps just run: `progress` to count them (a progress bar),
+# `should_stop` to ask whether to stop there, at a step boundary (`state.step` then says
+# how far the loop got): see runtime/preemption.py.
+Progress = Callable[[int], None]
+ShouldStop = Callable[[int], bool]
 
 
-def split_at_multiples(start: int, stop: int, every: int,
-                       offset: int = 0) -> list[tuple[int, int]]:
-    """[start, stop) cut into pieces wherever `offset + step` is a multiple of `every`.
+def _never(n: int) -> bool:
+    return False
 
-    Where a loop must pause (to checkpoint or log) without changing what it computes.
-    `every` <= 0 means no cuts.
-    """
-    if every <= 0:
-        return [(start, stop)]
-    cuts = [s for s in range(start + 1, stop) if (offset + s) % every == 0]
-    bounds = [start] + cuts + [stop]
-    return list(zip(bounds[:-1], bounds[1:]))
+
+def _ignore(n: int) -> None:
+    return None
 
 
 def choose_loop(name: str, backend: str | None = None) -> str:
@@ -115,21 +111,24 @@ class HostLoop:
         self._sync = sync_each_step
 
     def run(self, state: TrainState, metrics: Metrics, epoch: int, start: int, stop: int,
-            progress: Progress = lambda n: None) -> tuple[TrainState, Metrics]:
+            progress: Progress = _ignore, should_stop: ShouldStop = _never
+            ) -> tuple[TrainState, Metrics]:
         for _, batch in zip(range(stop - start),
                             prefetch(self._batches(epoch, start), place=self._place)):
             state, metrics = self._step(state, batch, metrics)
             if self._sync:
                 jax.block_until_ready(metrics)
-            if progress(1):
+            progress(1)
+            if should_stop(1):
                 break
         return state, metrics
 
 
 def host_loop(images: np.ndarray, labels: np.ndarray, seed: int, batch_size: int,
               augment: sampler.Augment = sampler.NO_AUGMENT, held_out: np.ndarray | None = None,
-              mesh: Mesh | None = None) -> HostLoop:
-    """The single-run host loop: `sampler.train_batches`, this process's rows only."""
+              mesh: Mesh | None = None, step: Callable = train_step) -> HostLoop:
+    """The single-run host loop: `sampler.train_batches`, this process's rows only;
+    `step` is `train_step` with the run's loss settings (`step.make_train_step`)."""
     rows = slice(None) if mesh is None else mesh_lib.process_rows(mesh, batch_size)
 
     def batches(epoch: int, start: int) -> Iterator[sampler.Batch]:
@@ -138,7 +137,7 @@ def host_loop(images: np.ndarray, labels: np.ndarray, seed: int, batch_size: int
 
     place = (jax.device_put if mesh is None
              else lambda b: mesh_lib.put_split(b, mesh, batch_size))
-    return HostLoop(batches, jit_step(train_step, mesh), place,
+    return HostLoop(batches, jit_step(step, mesh), place,
                     sync_each_step=mesh_lib.one_step_in_flight(mesh))
 
 
@@ -162,15 +161,15 @@ def device_batch(images: jax.Array, labels: jax.Array, permutation: jax.Array,
 def _scan_steps(state: TrainState, metrics: Metrics, images: jax.Array, labels: jax.Array,
                 permutation: jax.Array, numbers: jax.Array, shifts: jax.Array,
                 maps: jax.Array | None, start: jax.Array, num_steps: int, batch_size: int,
-                augment: sampler.Augment,
-                batch_sharding: Any = None) -> tuple[TrainState, Metrics]:
+                augment: sampler.Augment, batch_sharding: Any = None,
+                step_fn: Callable = train_step) -> tuple[TrainState, Metrics]:
     def body(carry, step):
         state, metrics = carry
         batch = device_batch(images, labels, permutation, numbers, shifts, maps, step,
                              batch_size, augment)
         if batch_sharding is not None:
             batch = jax.lax.with_sharding_constraint(batch, batch_sharding)
-        return train_step(state, batch, metrics), None
+        return step_fn(state, batch, metrics), None
 
     (state, metrics), _ = jax.lax.scan(body, (state, metrics), start + jnp.arange(num_steps))
     return state, metrics
@@ -182,7 +181,8 @@ class ScanLoop:
 
     def __init__(self, images: np.ndarray, labels: np.ndarray, seed: int, batch_size: int,
                  augment: sampler.Augment = sampler.NO_AUGMENT,
-                 held_out: np.ndarray | None = None, mesh: Mesh | None = None):
+                 held_out: np.ndarray | None = None, mesh: Mesh | None = None,
+                 step: Callable = train_step):
         self.num_examples = len(labels)
         self.host_labels, self.held_out = labels, held_out
         self._put = (jax.device_put if mesh is None
@@ -193,8 +193,9 @@ class ScanLoop:
         self._batch_sharding = None if mesh is None else mesh_lib.split(mesh)
         self._steps = jax.jit(_scan_steps,
                               static_argnames=("num_steps", "batch_size", "augment",
-                                               "batch_sharding"),
+                                               "batch_sharding", "step_fn"),
                               donate_argnums=(0, 1))
+        self._step_fn = step
         self._plan_epoch = None
         self._plan = None
 
@@ -210,7 +211,8 @@ class ScanLoop:
         return self._plan
 
     def run(self, state: TrainState, metrics: Metrics, epoch: int, start: int, stop: int,
-            progress: Progress = lambda n: None) -> tuple[TrainState, Metrics]:
+            progress: Progress = _ignore, should_stop: ShouldStop = _never
+            ) -> tuple[TrainState, Metrics]:
         permutation, numbers, shifts, maps = self._epoch_plan(epoch)
         step = start
         while step < stop:
@@ -219,19 +221,22 @@ class ScanLoop:
                                          numbers, shifts, maps, self._put(np.int32(step)),
                                          num_steps=n, batch_size=self.batch_size,
                                          augment=self.augment,
-                                         batch_sharding=self._batch_sharding)
+                                         batch_sharding=self._batch_sharding,
+                                         step_fn=self._step_fn)
             step += n
-            if progress(n):
+            progress(n)
+            if should_stop(n):
                 break
         return state, metrics
 
 
 def make_loop(name: str, images: np.ndarray, labels: np.ndarray, seed: int, batch_size: int,
               augment: sampler.Augment = sampler.NO_AUGMENT,
-              held_out: np.ndarray | None = None, mesh: Mesh | None = None):
+              held_out: np.ndarray | None = None, mesh: Mesh | None = None,
+              step: Callable = train_step):
     """The loop called `name` ('host', 'scan' or 'auto') over the train images: uint8 as
     loaded (the host loop normalises each batch, the scan loop the whole set once) or
-    already normalised."""
+    already normalised. `step`: `train_step` with the run's loss settings."""
     if choose_loop(name) == "host":
-        return host_loop(images, labels, seed, batch_size, augment, held_out, mesh)
-    return ScanLoop(images, labels, seed, batch_size, augment, held_out, mesh)
+        return host_loop(images, labels, seed, batch_size, augment, held_out, mesh, step)
+    return ScanLoop(images, labels, seed, batch_size, augment, held_out, mesh, step)

@@ -35,7 +35,7 @@ from mnist_plus.training import mesh as mesh_lib
 from mnist_plus.training import metrics as metrics_lib
 from mnist_plus.training.mesh import SEED_AXIS
 from mnist_plus.training.state import TrainState, create_state
-from mnist_plus.training.step import NO_STEP, Metrics, train_step, zero_train_metrics
+from mnist_plus.training.step import NO_STEP, Metrics, make_train_step, zero_train_metrics
 
 T = TypeVar("T")
 Progress = Callable[[int], None]
@@ -160,10 +160,12 @@ def _over_seeds(fn: Callable, mesh: Mesh | None, in_specs, out_specs) -> Callabl
     return jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=out_specs)
 
 
-def seeds_train_step(mesh: Mesh | None = None, how: str = "vmap") -> Callable:
+def seeds_train_step(mesh: Mesh | None = None, how: str = "vmap",
+                     label_smoothing: float = 0.0) -> Callable:
     """`train_step` over the seed axis, jitted with state and metrics donated."""
     seed = PartitionSpec(SEED_AXIS)
-    return jax.jit(_over_seeds(_per_seed(train_step, how), mesh, (seed, seed, seed),
+    step = make_train_step(label_smoothing)
+    return jax.jit(_over_seeds(_per_seed(step, how), mesh, (seed, seed, seed),
                                (seed, seed)), donate_argnums=(0, 2))
 
 
@@ -291,7 +293,7 @@ def train_seeds(config: config_lib.Config, seeds: Sequence[int], mnist: data.Mni
     augment = sampler.augment_for(config)
     plans = epoch_plans(seeds, 0, labels, augment, config.holdout)
     example = place(stacked_batch(images, labels, plans, 0, config.batch_size, augment))
-    step = seeds_train_step(mesh, seed_map).lower(state, example, zeros()).compile()
+    step = seeds_train_step(mesh, seed_map, config.label_smoothing).lower(state, example, zeros()).compile()
     eval_fn = seeds_eval_step(mesh, seed_map).lower(state, test_batches[0]).compile()
     if clean:
         stats = place(jax.tree_util.tree_map(np.zeros_like, jax.device_get(state.batch_stats)))

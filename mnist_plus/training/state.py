@@ -30,8 +30,6 @@ class TrainState(struct.PyTreeNode):
     opt_state: Any
     apply_fn: Callable = struct.field(pytree_node=False)
     tx: optax.GradientTransformation = struct.field(pytree_node=False)
-    # Part of the objective, not of what is saved: fixed by the config like `tx`.
-    label_smoothing: float = struct.field(pytree_node=False, default=0.0)
 
     @property
     def variables(self) -> dict[str, Any]:
@@ -49,8 +47,7 @@ def make_optimizer(learning_rate: float, weight_decay: float, warmup_fraction: f
 
 
 def init_state(model: MnistPlusNet, tx: optax.GradientTransformation, key: jax.Array,
-               sharding: jax.sharding.Sharding | None = None,
-               label_smoothing: float = 0.0) -> TrainState:
+               sharding: jax.sharding.Sharding | None = None) -> TrainState:
     """Initialise parameters from `key` (derived from the config's seed by the caller).
 
     Jitted as one program: run eagerly, every initialiser op compiles on its own
@@ -64,7 +61,7 @@ def init_state(model: MnistPlusNet, tx: optax.GradientTransformation, key: jax.A
         params = variables["params"]
         return TrainState(step=jnp.zeros((), jnp.int32), params=params,
                           batch_stats=variables["batch_stats"], opt_state=tx.init(params),
-                          apply_fn=model.apply, tx=tx, label_smoothing=label_smoothing)
+                          apply_fn=model.apply, tx=tx)
 
     if sharding is None:
         return jax.jit(init)(key)
@@ -80,8 +77,7 @@ def create_state(config: Any, steps_per_epoch: int, mesh: Mesh | None = None) ->
     """The fresh state of `config`, replicated over `mesh` (default: one device)."""
     return init_state(build_model(config), optimizer_for(config, steps_per_epoch),
                       jax.random.key(config.seed),
-                      mesh_lib.replicated(mesh) if mesh is not None else None,
-                      float(config.label_smoothing))
+                      mesh_lib.replicated(mesh) if mesh is not None else None)
 
 
 def abstract_state(config: Any) -> TrainState:

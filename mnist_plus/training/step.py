@@ -9,6 +9,9 @@ seeds.
 
 from __future__ import annotations
 
+import functools
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 import optax
@@ -65,18 +68,19 @@ def zero_train_metrics() -> Metrics:
     return metrics
 
 
-def train_step(state: TrainState, batch: Batch,
-               metrics: Metrics) -> tuple[TrainState, Metrics]:
-    """One optimiser step on digit + sum cross-entropy; adds this batch to `metrics`."""
+def train_step(state: TrainState, batch: Batch, metrics: Metrics,
+               label_smoothing: float = 0.0) -> tuple[TrainState, Metrics]:
+    """One optimiser step on digit + sum cross-entropy; adds this batch to `metrics`.
+    `label_smoothing` is part of the objective, fixed per run: `make_train_step`."""
 
     def loss_fn(params):
         (digit_logits, sum_logits), updates = state.apply_fn(
             {"params": params, "batch_stats": state.batch_stats},
             batch.image, batch.number, train=True, mutable=["batch_stats"])
         digit_loss, sum_loss = losses(digit_logits, sum_logits, batch)
-        if state.label_smoothing:  # the objective; the metrics stay plain cross-entropy
+        if label_smoothing:  # the objective; the metrics stay plain cross-entropy
             loss = jnp.mean(sum(smoothed_losses(digit_logits, sum_logits, batch,
-                                                state.label_smoothing)))
+                                                label_smoothing)))
         else:
             loss = jnp.mean(digit_loss + sum_loss)
         return loss, (updates["batch_stats"], digit_loss, sum_loss, digit_logits, sum_logits)
@@ -92,3 +96,11 @@ def train_step(state: TrainState, batch: Batch,
         jnp.isfinite(loss), metrics["first_nonfinite_step"],
         jnp.minimum(metrics["first_nonfinite_step"], state.step))
     return new_state, new_metrics
+
+
+def make_train_step(label_smoothing: float = 0.0) -> Callable[..., tuple[TrainState, Metrics]]:
+    """`train_step(state, batch, metrics)` with a config's loss settings closed over (they
+    are constants of the compiled program, not part of the state that is saved)."""
+    if not label_smoothing:
+        return train_step
+    return functools.partial(train_step, label_smoothing=float(label_smoothing))

@@ -1,4 +1,7 @@
-"""One training per workdir: an OS file lock on `workdir/.lock`.
+"""The workdir: checked before anything is read, one training at a time, an earlier run
+moved aside (never deleted) by --fresh.
+
+One training per workdir: an OS file lock on `workdir/.lock`.
 
 Why a kernel lock (fcntl.flock) and not a pid file: the kernel releases it when the
 holder dies, however it dies (SIGKILL, out of memory, a power cut of the host), so a
@@ -14,9 +17,10 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import socket
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 from mnist_plus.errors import UsageError
 
@@ -79,3 +83,41 @@ def held(workdir: str, enabled: bool = True) -> Iterator[None]:
     finally:
         if fd is not None:
             release(fd)
+
+
+def prepare(workdir: str) -> str:
+    """Create `workdir`; check that it (and its `checkpoints` folder, if any) takes files.
+
+    Done before any data is read, so an unusable workdir fails in seconds and not
+    after an epoch of training when orbax first writes.
+    """
+    workdir = os.path.abspath(workdir)
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        checkpoints = os.path.join(workdir, "checkpoints")
+        for folder in [workdir] + ([checkpoints] if os.path.lexists(checkpoints) else []):
+            probe = os.path.join(folder, f".write_test.{os.getpid()}")
+            with open(probe, "w"):
+                pass
+            os.unlink(probe)
+    except OSError as e:
+        raise UsageError(f"cannot write to workdir {workdir} ({e.strerror}: {e.filename}): "
+                         f"pass a writable --workdir") from None
+    return workdir
+
+
+def move_earlier_run_aside(workdir: str, log: Callable[[str], None]) -> None:
+    """--fresh: move an earlier run's files to `previous-<time>/` (never delete).
+
+    Called only once flags and data have been checked, so a failing invocation
+    leaves the earlier run where it was.
+    """
+    old = [n for n in ("checkpoints", "metrics.jsonl", "timing.jsonl", "summary.json",
+                       "tensorboard", "report", "config.json", "profile")
+           if os.path.exists(os.path.join(workdir, n))]
+    if old:
+        aside = os.path.join(workdir, "previous-" + time.strftime("%Y%m%d-%H%M%S"))
+        os.makedirs(aside, exist_ok=True)
+        for n in old:
+            shutil.move(os.path.join(workdir, n), os.path.join(aside, n))
+        log(f"--fresh: moved the earlier run's files to {aside}")
