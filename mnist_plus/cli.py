@@ -103,8 +103,34 @@ def train_parser() -> argparse.ArgumentParser:
                         help="where checkpoints, metrics.jsonl and the summary go")
     parser.add_argument("--fresh", action="store_true",
                         help="start over: move the workdir's earlier run aside instead of resuming")
+    seeds = parser.add_argument_group("many seeds in one program")
+    seeds.add_argument("--seeds", type=parse_seeds, default=None, metavar="A-B|S1,S2,..",
+                       help="train the config once per seed (e.g. 0-4), all seeds as one "
+                            "program through the same loop: metrics.jsonl gets a row per seed, "
+                            "summary.json their mean and standard deviation (--seed is ignored)")
+    seeds.add_argument("--seed-map", choices=config_lib.SEED_MAPS, default="vmap",
+                       help="with --seeds: 'vmap' batches the seeds into one wide program, "
+                            "'map' runs them one after another inside it (the same numbers)")
     distributed.add_flags(parser)
     return parser
+
+
+
+def parse_seeds(text: str) -> list[int]:
+    """--seeds: 'A-B' (A to B inclusive) or a comma-separated list of distinct seeds."""
+    try:
+        if "-" in text.strip("-") and "," not in text:
+            first, last = (int(v) for v in text.split("-", 1))
+            seeds = list(range(first, last + 1))
+        else:
+            seeds = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        seeds = []
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a seed range or list: write A-B (e.g. 0-4) or S1,S2,.. of "
+            f"distinct seeds >= 0")
+    return seeds
 
 
 def check_config(args: argparse.Namespace) -> None:

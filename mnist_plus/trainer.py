@@ -16,29 +16,20 @@ from typing import Any, Callable, Sequence
 import jax
 import numpy as np
 
-from mnist_plus.runtime import compile_cache
-from mnist_plus import config as config_lib
-from mnist_plus.runtime import atomic
-from mnist_plus.training import batch_stats
-from mnist_plus.data import mnist as data
-from mnist_plus.runtime import distributed
-from mnist_plus.training import evaluation
-from mnist_plus.training import loops
-from mnist_plus.runtime import preemption
-from mnist_plus.runtime import profiling
-from mnist_plus.data import sampler
-from mnist_plus.runtime import workdir as workdir_lib
-from mnist_plus.training import mesh as mesh_lib
-from mnist_plus.training import metrics as metrics_lib
-from mnist_plus.runtime import tensorboard as tensorboard_lib
-from mnist_plus.runtime.checkpointing import Checkpointer
 from mnist_plus import cli
+from mnist_plus import config as config_lib
 from mnist_plus.cli import config_from_args
+from mnist_plus.data import mnist as data
+from mnist_plus.data import sampler
 from mnist_plus.errors import UsageError
 from mnist_plus.model import param_count
-from mnist_plus.training.state import create_state
-from mnist_plus.training import divergence
-from mnist_plus.training.step import make_train_step, zero_train_metrics
+from mnist_plus.runtime import atomic, compile_cache, distributed, preemption, profiling
+from mnist_plus.runtime import tensorboard as tensorboard_lib
+from mnist_plus.runtime import workdir as workdir_lib
+from mnist_plus.runtime.checkpointing import Checkpointer
+from mnist_plus.training import divergence, runs
+from mnist_plus.training import mesh as mesh_lib
+from mnist_plus.training import metrics as metrics_lib
 
 
 def _progress_bar(enabled: bool, total: int, initial: int, epoch: int):
@@ -51,22 +42,34 @@ def _progress_bar(enabled: bool, total: int, initial: int, epoch: int):
 
 
 def train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool = False,
+                       seeds: Sequence[int] | None = None, seed_map: str = "vmap",
                        log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train `config` in `workdir`, resuming from its newest checkpoint; returns the summary.
 
-    One training per workdir: a second one fails at once (runtime/workdir.py). SIGTERM/SIGINT
-    during training checkpoint the current step and raise `Interrupted` (preemption)."""
+    With `seeds`, train `config` once per seed as one program (runs.Seeds; `config.seed`
+    is replaced), through the same loop: metrics.jsonl gets a row per seed per epoch and
+    the summary their mean and standard deviation. One training per workdir: a second one
+    fails at once (runtime/workdir.py). SIGTERM/SIGINT during training checkpoint the
+    current step and raise `Interrupted` (preemption)."""
     config_lib.validate(config)
     workdir = workdir_lib.prepare(workdir)
     with workdir_lib.held(workdir, enabled=jax.process_index() == 0):
-        return _train_and_evaluate(config, workdir, fresh=fresh, log=log)
+        return _train_and_evaluate(config, workdir, fresh=fresh, seeds=seeds,
+                                   seed_map=seed_map, log=log)
 
 
 def _train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool,
+                        seeds: Sequence[int] | None, seed_map: str,
                         log: Callable[[str], None]) -> dict[str, Any]:
     """The body of `train_and_evaluate`, in a prepared (absolute) and locked workdir."""
-    mesh = mesh_lib.make_mesh(config.num_devices or None)
-    mesh_lib.check_divisible(mesh, "batch-size", config.batch_size)
+    if seeds:
+        if jax.process_count() > 1:
+            raise UsageError("--seeds runs in one process: start it without --coordinator "
+                             "or --distributed")
+        mesh = None
+    else:
+        mesh = mesh_lib.make_mesh(config.num_devices or None)
+        mesh_lib.check_divisible(mesh, "batch-size", config.batch_size)
     primary = jax.process_index() == 0  # the one process that writes logs and reports
     if not primary:
         log = lambda s: None  # noqa: E731
@@ -84,22 +87,25 @@ def _train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool,
         f"loaded in {load_seconds:.2f}s")
 
     steps_per_epoch = sampler.steps_per_epoch(len(mnist.train_labels), config.batch_size)
-    state = create_state(config, steps_per_epoch, mesh)
-    train_sums = mesh_lib.put_replicated(zero_train_metrics(), mesh)
-    log(f"model: {param_count(state.params):,} parameters; backend {jax.default_backend()}; "
-        f"{mesh_lib.describe(mesh)}; loop {loops.choose_loop(config.loop)}")
+    run = (runs.Seeds(config, seeds, mnist, steps_per_epoch, seed_map) if seeds
+           else runs.Single(config, mnist, steps_per_epoch, mesh))
+    state = run.initial_state()
+    train_sums = run.zero_sums()
+    params = param_count(state.params) // (len(seeds) if seeds else 1)
+    log(f"model: {params:,} parameters; backend {jax.default_backend()}; {run.describe()}")
 
     checkpointer = Checkpointer(workdir, config.keep_checkpoints, keep_best=config.keep_best,
-                                data_fingerprint=mnist.fingerprint)
+                                data_fingerprint=mnist.fingerprint, seeds=run.seeds)
     metrics_log = metrics_lib.JsonlLog(os.path.join(workdir, "metrics.jsonl"), enabled=primary)
     timing_log = metrics_lib.JsonlLog(os.path.join(workdir, "timing.jsonl"), enabled=primary)
     epoch, start = 0, 0
     tensorboard, profiler = None, None
     preempt = preemption.Preemption(multiprocess=jax.process_count() > 1)
     try:
-        restored = checkpointer.restore(state, train_sums, config, mesh=mesh)
+        restored = checkpointer.restore(state, train_sums, config, mesh=run.restore_mesh)
         if restored is not None:
             state, train_sums, meta = restored
+            state, train_sums = run.placed(state), run.placed(train_sums)
             epoch, start = meta["epoch"], meta["step_in_epoch"]
             if epoch < config.epochs:
                 log(f"resumed from checkpoint at step {meta['global_step']} "
@@ -112,25 +118,17 @@ def _train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool,
         timing_log.truncate_after(epoch)
         if epoch >= config.epochs:
             log(f"training already finished ({config.epochs} epochs, checkpoint at step "
-                f"{int(state.step)}); nothing to do")
-            if primary:
+                f"{global_step(state)}); nothing to do")
+            if primary and not seeds:
                 _report(config, workdir, mnist, log)
-            return _finish(workdir, metrics_log, timing_log, load_seconds, None, mesh, log)
+            return _finish(workdir, metrics_log, timing_log, load_seconds, None, run, log)
 
-        loop = loops.make_loop(
-            config.loop, mnist.train_images, mnist.train_labels, config.seed,
-            config.batch_size, sampler.augment_for(config),
-            sampler.held_out_pairs(config.holdout, config.seed), mesh,
-            step=make_train_step(config.label_smoothing))
-        evaluator = evaluation.evaluator_for(config, mnist.test_images, mnist.test_labels, mesh)
-        precise_bn = (batch_stats.PreciseBatchStats(
-            mnist.train_images, config.precise_bn, config.batch_size, mesh)
-            if config.precise_bn else None)
         # The periodic actions, each a hook called where the one loop below pauses.
         window = config_lib.profile_window(config.profile_steps)
         profiler = profiling.profiler(window, workdir, trace=primary, log=log)
-        if primary:
-            tensorboard = tensorboard_lib.TensorBoard(workdir, purge_step=int(state.step))
+        if primary and not seeds:  # many seeds: their rows are in metrics.jsonl
+            tensorboard = tensorboard_lib.TensorBoard(workdir,
+                                                      purge_step=int(state.step))
         log_every = config.log_every_steps if tensorboard is not None else 0
         first_step_seconds = None
         last_good = checkpointer.latest_step()
@@ -154,10 +152,10 @@ def _train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool,
             for a, b in zip([start] + ends[:-1], ends):
                 if profiler:
                     profiler.before(offset + a)
-                state, train_sums = loop.run(state, train_sums, epoch, a, b, progress=progress,
-                                             should_stop=preempt.step)
+                state, train_sums = run.loop.run(state, train_sums, epoch, a, b,
+                                                 progress=progress, should_stop=preempt.step)
                 divergence.check_losses(train_sums, epoch, last_good)
-                done = int(state.step) - offset if preempt.stopped else b  # perhaps before b
+                done = global_step(state) - offset if preempt.stopped else b  # perhaps < b
                 if profiler:
                     profiler.after(state, train_sums, offset + done)
                 if log_every and done == b and b % log_every == 0:
@@ -168,34 +166,35 @@ def _train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool,
                     divergence.check_state(state, last_good)
                     checkpointer.save(state, train_sums, epoch=epoch, step_in_epoch=done,
                                       config=config)
-                    last_good = int(state.step)
+                    last_good = global_step(state)
                     if preempt.poll():
                         break
             if bar:
                 bar.close()
             if preempt.stopped and done < steps_per_epoch:
                 break  # mid-epoch: saved above
-            train_host = metrics_lib.to_host(train_sums)  # waits for the epoch's last step
+            train_host = run.train_counts(train_sums)  # waits for the epoch's last step
             t_eval = time.time()
-            if precise_bn is not None:  # what is evaluated and saved; training never reads it
-                state = precise_bn(state)
-            row = metrics_lib.epoch_row(epoch + 1, int(state.step), train_host,
-                                        evaluator.metrics(state))
+            if run.precise_bn is not None:  # what is evaluated and saved; training never
+                state = run.precise_bn(state)  # reads it
+            rows = run.rows(epoch + 1, state, train_host)
+            row = runs.mean_row(rows)
             seconds = time.time() - t_epoch
             eval_seconds = time.time() - t_eval
-            metrics_log.append(row)
+            metrics_log.append(*rows)
             if tensorboard is not None:
                 tensorboard.epoch(row)
             timing_log.append({"epoch": epoch + 1, "seconds": seconds,
                                "eval_seconds": eval_seconds})
-            log(metrics_lib.format_epoch(row, seconds))
+            log(metrics_lib.format_epoch(row, seconds)
+                + (f"  (mean of {len(rows)} seeds)" if seeds else ""))
             epoch, start = epoch + 1, 0
-            train_sums = mesh_lib.put_replicated(zero_train_metrics(), mesh)
+            train_sums = run.zero_sums()
             divergence.check_state(state, last_good)
             checkpointer.save(state, train_sums, epoch=epoch, step_in_epoch=0, config=config,
                               test_metrics={k: v for k, v in row.items()
                                             if k.startswith("test_")})
-            last_good = int(state.step)
+            last_good = global_step(state)
             if preempt.poll():  # e.g. a signal during the evaluation or the save
                 break
         if tensorboard is not None and epoch >= config.epochs:  # finished: `row` is the last
@@ -208,12 +207,17 @@ def _train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool,
             tensorboard.close()
         preempt.restore()
     if preempt.pending():
-        raise preemption.interrupted(preempt.pending(), int(state.step), steps_per_epoch,
+        raise preemption.interrupted(preempt.pending(), global_step(state), steps_per_epoch,
                                      config.epochs)
-    if primary:
+    if primary and not seeds:
         _report(config, workdir, mnist, log)
-    return _finish(workdir, metrics_log, timing_log, load_seconds, first_step_seconds, mesh,
+    return _finish(workdir, metrics_log, timing_log, load_seconds, first_step_seconds, run,
                    log)
+
+
+def global_step(state: Any) -> int:
+    """The state's step (every seed of a K-seed state is at the same one)."""
+    return int(np.asarray(jax.device_get(state.step)).reshape(-1)[0])
 
 
 def pauses(start: int, stop: int, offset: int, checkpoint_every: int, log_every: int,
@@ -239,24 +243,33 @@ def _report(config: config_lib.Config, workdir: str, mnist: data.Mnist,
 
 
 def _finish(workdir: str, metrics_log: metrics_lib.JsonlLog, timing_log: metrics_lib.JsonlLog,
-            load_seconds: float, first_step_seconds: float | None, mesh: jax.sharding.Mesh,
+            load_seconds: float, first_step_seconds: float | None, run: runs.Run,
             log: Callable[[str], None]) -> dict[str, Any]:
     rows = metrics_log.read()
     times = [r["seconds"] for r in timing_log.read()]
-    summary: dict[str, Any] = {"epochs": len(rows), "final": rows[-1] if rows else None,
+    per_epoch = len(run.seeds) if run.seeds else 1
+    final = rows[-per_epoch:]
+    summary: dict[str, Any] = {"epochs": len(rows) // per_epoch,
+                               "final": runs.mean_row(final) if rows else None,
                                "train_seconds": sum(times), "data_load_seconds": load_seconds,
-                               "num_devices": int(mesh.size),
+                               "num_devices": 1 if run.mesh is None else int(run.mesh.size),
                                "num_processes": jax.process_count()}
+    if run.seeds:
+        summary["seeds"] = run.seeds
+        summary["final_per_seed"] = final
+        summary["final_mean_std"] = runs.mean_std(final, [k for k in metrics_lib.KEYS
+                                                          if k.startswith("test_")]) if rows else None
     if first_step_seconds is not None:
         summary["process_start_to_first_step_seconds"] = first_step_seconds
     if rows:
-        best = max(rows, key=lambda r: r["test_sum_accuracy"])
-        summary["best_sum_epoch"] = best["epoch"]
-        final = rows[-1]
-        log(f"done: {len(rows)} epochs; final test digit accuracy "
-            f"{100 * final['test_digit_accuracy']:.2f}%, sum accuracy "
-            f"{100 * final['test_sum_accuracy']:.2f}% (all 10 numbers per image: "
-            f"{100 * final['test_exhaustive_sum_accuracy']:.2f}%); training time "
+        epochs = [runs.mean_row(rows[i:i + per_epoch]) for i in range(0, len(rows), per_epoch)]
+        summary["best_sum_epoch"] = max(epochs, key=lambda r: r["test_sum_accuracy"])["epoch"]
+        last = summary["final"]
+        of = f" (mean of {per_epoch} seeds)" if run.seeds else ""
+        log(f"done: {len(epochs)} epochs; final test digit accuracy "
+            f"{100 * last['test_digit_accuracy']:.2f}%, sum accuracy "
+            f"{100 * last['test_sum_accuracy']:.2f}% (all 10 numbers per image: "
+            f"{100 * last['test_exhaustive_sum_accuracy']:.2f}%){of}; training time "
             f"{sum(times):.1f}s; results in {workdir}")
     if jax.process_index() == 0:
         atomic.replace_file(os.path.join(workdir, "summary.json"),
@@ -269,13 +282,14 @@ def run(args: argparse.Namespace) -> None:
     they ask for it, then train."""
     config = config_lib.validate(config_from_args(args))
     compile_cache.enable()
+    def train() -> None:
+        train_and_evaluate(config, args.workdir, fresh=args.fresh, seeds=args.seeds,
+                           seed_map=args.seed_map, log=lambda s: print(s, flush=True))
+
     if not distributed.initialize(args):
-        train_and_evaluate(config, args.workdir, fresh=args.fresh,
-                           log=lambda s: print(s, flush=True))
-        return
+        return train()
     try:
-        train_and_evaluate(config, args.workdir, fresh=args.fresh,
-                           log=lambda s: print(s, flush=True))
+        train()
     except jax.errors.JaxRuntimeError as e:
         first = (str(e).strip().splitlines() or ["?"])[0][:300]
         print(f"error: process {jax.process_index()} of {jax.process_count()} stopped: a "

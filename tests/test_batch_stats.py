@@ -9,10 +9,8 @@ import jax
 import numpy as np
 import pytest
 
-from mnist_plus import cli
 from mnist_plus.training import batch_stats
 from mnist_plus.data import mnist as data
-from mnist_plus.training import multiseed
 from mnist_plus.data import sampler
 from mnist_plus import config as config_lib
 from mnist_plus.errors import UsageError
@@ -86,15 +84,14 @@ def test_several_batches_give_the_mean_of_their_statistics_and_only_whole_batche
         np.testing.assert_array_equal(g, a)
 
 
-def test_the_many_seeds_runner_checks_precise_bn_as_a_single_run_does():
-    """A bad --precise-bn is one line before anything is compiled (its working case:
+def test_a_many_seeds_run_checks_precise_bn_as_a_single_run_does(tmp_path):
+    """A bad --precise-bn is one line before any data is read (its working case:
     tests/test_multiseed.py)."""
-    empty = np.zeros((256, 28, 28, 1), np.uint8)
-    mnist = data.Mnist(empty, np.zeros(256, np.int32), empty[:64], np.zeros(64, np.int32))
-    with pytest.raises(UsageError, match="--precise-bn 16 is invalid"):
-        multiseed.train_seeds(config_lib.Config(precise_bn=16), [0, 1], mnist)
-    with pytest.raises(UsageError, match="--precise-bn 0.5 is invalid"):
-        multiseed.train_seeds(config_lib.Config(precise_bn=0.5), [0, 1], mnist)
+    from mnist_plus.trainer import train_and_evaluate
+
+    for value in (16, 0.5):
+        with pytest.raises(UsageError, match=f"--precise-bn {value} is invalid"):
+            train_and_evaluate(config_lib.Config(precise_bn=value), str(tmp_path), seeds=[0, 1])
 
 
 @pytest.fixture(scope="module")

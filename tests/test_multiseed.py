@@ -11,7 +11,7 @@ import pytest
 
 from mnist_plus import config as config_lib
 from mnist_plus.data import mnist as data
-from mnist_plus.training import multiseed
+from mnist_plus.training import multiseed, runs
 from mnist_plus.data import sampler
 from mnist_plus.training import metrics as metrics_lib
 from mnist_plus.runtime.checkpointing import Checkpointer
@@ -106,39 +106,52 @@ def _assert_rows_match(rows, expected, bounds):
     assert rounding.row_excess(rows, expected, bounds) <= 1, (rows, expected, bounds)
 
 
+def _seeds_run(config, seeds, workdir, seed_map="vmap"):
+    """(metrics.jsonl rows, the final stacked state, summary.json) of a K-seed run of the
+    trainer (`train_and_evaluate(..., seeds=...)`)."""
+    summary = train_and_evaluate(dataclasses.replace(config, report=False), str(workdir),
+                                 seeds=seeds, seed_map=seed_map, log=lambda s: None)
+    rows = metrics_lib.JsonlLog(os.path.join(workdir, "metrics.jsonl")).read()
+    template = multiseed.stack([initial_state(dataclasses.replace(config, seed=s),
+                                              STEPS_PER_EPOCH) for s in seeds])
+    sums = multiseed.stack([zero_train_metrics()] * len(seeds))
+    checkpointer = Checkpointer(str(workdir), 3, seeds=list(seeds))
+    state, _, _ = checkpointer.restore(template, sums, config)
+    checkpointer.close()
+    return rows, state, summary
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("seed_map", multiseed.SEED_MAPS)
-def test_each_seed_equals_its_single_run(prepared_tiny, single_runs, calibration, seed_map):
+@pytest.mark.parametrize("seed_map", config_lib.SEED_MAPS)
+def test_each_seed_equals_its_single_run(prepared_tiny, single_runs, calibration, seed_map,
+                                         tmp_path):
     tfds_dir, _ = prepared_tiny
-    mnist = data.load_mnist(tfds_dir)
     seeds = list(reversed(SEEDS))  # a seed's result must follow the seed, not its position
-    result = multiseed.train_seeds(_config(tfds_dir), seeds, mnist, seed_map=seed_map,
-                                   log=lambda s: None)
-    assert result.seeds == seeds and not result.nonfinite_steps
-    assert len(result.rows) == 2 * len(seeds)
+    rows, state, summary = _seeds_run(_config(tfds_dir), seeds, tmp_path, seed_map)
+    assert len(rows) == 2 * len(seeds) and summary["seeds"] == seeds
     for i, seed in enumerate(seeds):
         expected_rows, expected_state = single_runs[seed]
-        _assert_rows_match([r for r in result.rows if r["seed"] == seed], expected_rows,
-                           calibration[seed]["row_bounds"])
-        got = multiseed.unstack(result.state, i)
+        mine = [{k: v for k, v in r.items() if k != "seed"} for r in rows if r["seed"] == seed]
+        _assert_rows_match(mine, expected_rows, calibration[seed]["row_bounds"])
+        got = multiseed.unstack(state, i)
         assert int(got.step) == int(expected_state.step) == 16
         leaves = rounding.float_leaves(got)
         bound = calibration[seed]["state_bound"]
         assert rounding.excess(leaves, rounding.float_leaves(expected_state), bound) <= 1, (
             rounding.leaf_gaps(leaves, rounding.float_leaves(expected_state)) / bound)
     # The seeds really differ (no seed's state was broadcast to the others).
-    seed0, seed1 = (rounding.float_leaves(multiseed.unstack(result.state, i)) for i in (0, 1))
+    seed0, seed1 = (rounding.float_leaves(multiseed.unstack(state, i)) for i in (0, 1))
     assert rounding.excess(seed0, seed1, calibration[seeds[1]]["state_bound"]) >= FAR
-    timing = result.timing
-    assert timing["num_seeds"] == 2 and timing["seed_map"] == seed_map
-    assert timing["compile_seconds"] > 0
-    assert len(timing["epoch_seconds"]) == 2 and all(s > 0 for s in timing["epoch_seconds"])
+    # The summary's mean and sample deviation are those of the final rows.
+    final = [r["test_sum_accuracy"] for r in rows if r["epoch"] == 2]
+    mean, std = summary["final_mean_std"]["test_sum_accuracy"]
+    assert np.isclose(mean, np.mean(final)) and np.isclose(std, np.std(final, ddof=1))
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("seed_map", multiseed.SEED_MAPS)
+@pytest.mark.parametrize("seed_map", config_lib.SEED_MAPS)
 def test_precise_bn_gives_each_seed_the_statistics_a_single_run_computes(prepared_tiny,
-                                                                        seed_map):
+                                                                        seed_map, tmp_path):
     """With --precise-bn every seed's BatchNorm statistics are recomputed from the same
     clean images before each evaluation. Training never reads them, so the parameters
     equal those of the same seeds trained without the flag, bit for bit; each seed's
@@ -152,26 +165,26 @@ def test_precise_bn_gives_each_seed_the_statistics_a_single_run_computes(prepare
     tfds_dir, _ = prepared_tiny
     mnist = data.load_mnist(tfds_dir)
     config = dataclasses.replace(_config(tfds_dir), epochs=1, augment_rotate=10.0)
-    plain, precise = (multiseed.train_seeds(dataclasses.replace(config, precise_bn=n),
-                                            list(SEEDS), mnist, seed_map=seed_map,
-                                            log=lambda s: None) for n in (0, 96))
+    (plain_rows, plain, _), (precise_rows, precise, _) = (
+        _seeds_run(dataclasses.replace(config, precise_bn=n), list(SEEDS), tmp_path / str(n),
+                   seed_map) for n in (0, 96))
     leaves = lambda tree: [np.asarray(x) for x in jax.tree_util.tree_leaves(  # noqa: E731
         jax.device_get(tree))]
-    for a, b in zip(leaves(plain.state.params), leaves(precise.state.params)):
+    for a, b in zip(leaves(plain.params), leaves(precise.params)):
         assert np.array_equal(a, b)
     single = batch_stats.PreciseBatchStats(mnist.train_images, 96, config.batch_size)
     for i, seed in enumerate(SEEDS):
-        expected = leaves(single(multiseed.unstack(plain.state, i)).batch_stats)
-        got = leaves(multiseed.unstack(precise.state, i).batch_stats)
-        running = leaves(multiseed.unstack(plain.state, i).batch_stats)
+        expected = leaves(single(multiseed.unstack(plain, i)).batch_stats)
+        got = leaves(multiseed.unstack(precise, i).batch_stats)
+        running = leaves(multiseed.unstack(plain, i).batch_stats)
         assert len(got) == len(expected) > 0
         for g, e in zip(got, expected):
             np.testing.assert_allclose(g, e, rtol=0, atol=1e-5 * np.abs(e).max())
         # Not the running averages: the pass changed what is evaluated.
         assert max(np.abs(g - r).max() / np.abs(r).max() for g, r in zip(got, running)) > 1e-2
     # ...and so the test rows: the same training, other statistics.
-    assert [r["train_loss"] for r in plain.rows] == [r["train_loss"] for r in precise.rows]
-    assert [r["test_loss"] for r in plain.rows] != [r["test_loss"] for r in precise.rows]
+    assert [r["train_loss"] for r in plain_rows] == [r["train_loss"] for r in precise_rows]
+    assert [r["test_loss"] for r in plain_rows] != [r["test_loss"] for r in precise_rows]
 
 
 @pytest.mark.slow
@@ -218,57 +231,55 @@ def test_stacked_batches_are_each_seeds_host_loop_batches():
 
 
 def test_mean_std_uses_the_sample_deviation():
-    stats = multiseed.mean_std([{"a": 1.0}, {"a": 2.0}, {"a": 3.0}], ["a"])
+    stats = runs.mean_std([{"a": 1.0}, {"a": 2.0}, {"a": 3.0}], ["a"])
     assert stats["a"] == (2.0, 1.0)
-    assert multiseed.mean_std([{"a": 0.5}], ["a"])["a"] == (0.5, 0.0)
+    assert runs.mean_std([{"a": 0.5}], ["a"])["a"] == (0.5, 0.0)
 
 
 @pytest.mark.slow
-def test_script_shards_seeds_over_two_devices_and_writes_tables(prepared_tiny, single_runs,
-                                                                 calibration, tmp_path):
+def test_train_seeds_cli_shards_seeds_over_two_devices_and_resumes(prepared_tiny, single_runs,
+                                                                   calibration, tmp_path):
     tfds_dir, _ = prepared_tiny
-    out = tmp_path / "seeds"
+    workdir = tmp_path / "seeds"
     c = _config(tfds_dir)
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
-    result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "experiments", "seeds.py"),
-         "--seeds", ",".join(map(str, SEEDS)), "--epochs", str(c.epochs), "--batch-size",
-         str(c.batch_size), "--width", str(c.width), "--adder-hidden", str(c.adder_hidden),
-         "--eval-batch-size", str(c.eval_batch_size), "--precise-bn", str(c.precise_bn),
-         "--tfds-dir", tfds_dir, "--out", str(out)],
-        # with the progress bar, as a user runs it: its update returns True when it
-        # redraws, which once stopped every epoch after one step
-        cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
+    flags = ["-m", "mnist_plus.train", "--seeds", ",".join(map(str, SEEDS)), "--epochs",
+             str(c.epochs), "--batch-size", str(c.batch_size), "--width", str(c.width),
+             "--adder-hidden", str(c.adder_hidden), "--eval-batch-size", str(c.eval_batch_size),
+             "--precise-bn", str(c.precise_bn), "--tfds-dir", tfds_dir, "--workdir",
+             str(workdir), "--no-report", "--log-every-steps", "0"]
+    # with the progress bar, as a user runs it
+    result = subprocess.run([sys.executable, *flags], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "2 seeds [0, 1] in one program (vmap) on 2 of 2 cpu device(s)" in result.stdout
-    rows = [json.loads(line) for line in (out / "per_seed.jsonl").read_text().splitlines()]
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     for seed in SEEDS:
-        _assert_rows_match([r for r in rows if r["seed"] == seed], single_runs[seed][0],
-                           calibration[seed]["row_bounds"])
-    table = (out / "table.md").read_text()
-    final = [r for r in rows if r["epoch"] == 2]
-    mean = np.mean([r["test_sum_accuracy"] for r in final])
-    std = np.std([r["test_sum_accuracy"] for r in final], ddof=1)
-    assert f"| test_sum_accuracy | {100 * mean:.2f}% | {100 * std:.2f}% |" in table
-    assert "| test_digit_accuracy |" in table and "mean ± sample standard deviation" in table
-    timing = json.loads((out / "timing.json").read_text())
-    assert timing["devices"] == 2 and timing["num_seeds"] == 2
+        mine = [{k: v for k, v in r.items() if k != "seed"} for r in rows if r["seed"] == seed]
+        _assert_rows_match(mine, single_runs[seed][0], calibration[seed]["row_bounds"])
+    summary = json.loads((workdir / "summary.json").read_text())
+    final = [r["test_sum_accuracy"] for r in rows if r["epoch"] == 2]
+    assert np.isclose(summary["final_mean_std"]["test_sum_accuracy"][0], np.mean(final))
+    assert summary["num_devices"] == 2 and summary["seeds"] == list(SEEDS)
+    # Rerun: finished, nothing to do; with other seeds: refused in one line.
+    again = subprocess.run([sys.executable, *flags], cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert again.returncode == 0 and "nothing to do" in again.stdout, again.stderr
+    flags[flags.index("--seeds") + 1] = "0-2"
+    other = subprocess.run([sys.executable, *flags], cwd=REPO, env=env, capture_output=True,
+                           text=True, timeout=300)
+    assert other.returncode == 2 and "rerun with the same --seeds" in other.stderr, other.stderr
+    assert len(other.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("flags, message", [
-    (["--loop", "scan"], "--loop scan is not available here"),
-    (["--seeds", "0,x"], "--seeds '0,x' is invalid"),
-    (["--seeds", "1,1"], "give distinct non-negative integers"),
-    (["--seeds", "1", "--num-seeds", "2"], "not allowed with argument"),
+    (["--seeds", "0,x"], "'0,x' is not a seed range or list"),
+    (["--seeds", "1,1"], "'1,1' is not a seed range or list"),
+    (["--seeds", "0-1", "--seed-map", "pmap"], "invalid choice: 'pmap'"),
 ])
-def test_script_rejects_bad_flags_in_one_line(flags, message, capsys):
-    sys.path.insert(0, os.path.join(REPO, "experiments"))
-    try:
-        import seeds as script
-    finally:
-        sys.path.pop(0)
-    with pytest.raises(SystemExit) as exit_info:
-        script.main(flags)
-    assert exit_info.value.code == 2
+def test_bad_seeds_flags_are_one_line(flags, message, capsys):
+    from mnist_plus import train
+
+    assert train.main(flags) == 2
     err = capsys.readouterr().err
     assert message in err and len(err.strip().splitlines()) == 1, err

@@ -94,7 +94,8 @@ class Checkpointer:
     _faulted = False  # a save failed for lack of space or a read-only file system
 
     def __init__(self, workdir: str, keep: int, read_only: bool = False,
-                 keep_best: bool = True, data_fingerprint: dict[str, str] | None = None):
+                 keep_best: bool = True, data_fingerprint: dict[str, str] | None = None,
+                 seeds: list[int] | None = None):
         """`read_only`: for readers (report, predict): never creates, prunes or cleans
         anything, and involves only this process, so process 0 of a multi-process run
         can read checkpoints alone (a writer's manager synchronises all processes).
@@ -104,8 +105,10 @@ class Checkpointer:
         `preservation_policy` alone.
 
         `data_fingerprint` (data.Mnist.fingerprint): saved in the metadata and checked on
-        restore, so resuming on other data is refused."""
+        restore, so resuming on other data is refused. `seeds`: the seeds of a many-seed
+        run (None: one run of the config's seed), saved and checked the same way."""
         self.data_fingerprint = data_fingerprint
+        self.seeds = seeds
         logging.getLogger("absl").removeFilter(_QUIET)  # once, however many are made
         logging.getLogger("absl").addFilter(_QUIET)
         self.directory = os.path.join(os.path.abspath(workdir), "checkpoints")
@@ -142,16 +145,19 @@ class Checkpointer:
         """Save asynchronously; `epoch`/`step_in_epoch` say where training resumes.
         `test_metrics`: the epoch's test metrics, at epoch ends only (they rank the best).
         """
-        meta = {"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": int(state.step),
+        step = int(np.asarray(jax.device_get(state.step)).reshape(-1)[0])  # every seed's
+        meta = {"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": step,
                 "config": config_lib.to_dict(config)}
         if self.data_fingerprint is not None:
             meta["data_fingerprint"] = self.data_fingerprint
+        if self.seeds is not None:
+            meta["seeds"] = list(self.seeds)
         self.wait()  # the previous save's write error surfaces here, named by its step
-        with self._storage_errors(int(state.step)):
-            self._manager.save(int(state.step), args=ocp.args.Composite(
+        with self._storage_errors(step):
+            self._manager.save(step, args=ocp.args.Composite(
                 state=ocp.args.StandardSave(_saved_tree(state, metrics)),
                 meta=ocp.args.JsonSave(meta)), metrics=test_metrics)
-        self._in_flight = int(state.step)
+        self._in_flight = step
 
     def read_meta(self, step: int) -> dict[str, Any]:
         return self._manager.restore(step, args=ocp.args.Composite(
@@ -178,6 +184,13 @@ class Checkpointer:
                 f"({'; '.join(differences)}): rerun with the same flags, use another "
                 f"--workdir, or pass --fresh to start over (old files are moved aside)")
         self._check_data(meta)
+        if meta.get("seeds") != self.seeds:
+            def what(seeds: list[int] | None) -> str:
+                return f"seeds {seeds}" if seeds else "one seed (no --seeds)"
+            raise UsageError(
+                f"the checkpoint in {self.directory} is of a run of {what(meta.get('seeds'))}, "
+                f"not {what(self.seeds)}: rerun with the same --seeds, use another --workdir, "
+                f"or pass --fresh to start over (old files are moved aside)")
         if mesh is None:
             target = jax.tree_util.tree_map(
                 lambda x: np.zeros(x.shape, x.dtype), _saved_tree(state, metrics))

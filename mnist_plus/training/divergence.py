@@ -36,7 +36,7 @@ def nonfinite_leaves(tree: Any) -> list[str]:
 
 def check_losses(train_sums: Metrics, epoch: int, last_good: int | None) -> None:
     """Raise if a step of this epoch so far had a NaN or infinite loss."""
-    bad = int(np.asarray(jax.device_get(train_sums["first_nonfinite_step"])))
+    bad = int(np.min(jax.device_get(train_sums["first_nonfinite_step"])))  # of every seed
     if bad != int(NO_STEP):
         raise DivergedError(f"the loss became NaN or infinite at step {bad} (epoch "
                             f"{epoch + 1}); {_kept(last_good)}; {_REMEDY}")
@@ -49,6 +49,7 @@ def check_state(state: Any, last_good: int | None) -> None:
                             "opt_state": state.opt_state})
     if bad:
         raise DivergedError(
-            f"the training state became NaN or infinite by step {int(state.step)} "
+            f"the training state became NaN or infinite by step "
+            f"{int(np.max(jax.device_get(state.step)))} "
             f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); it was not saved and "
             f"{_kept(last_good)}; {_REMEDY}")

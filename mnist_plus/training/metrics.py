@@ -97,10 +97,11 @@ class JsonlLog:
             _write_lines_atomically(self.path, [json.dumps(r) + "\n" for r in kept],
                                     kept="the file")
 
-    def append(self, row: Mapping[str, Any]) -> None:
+    def append(self, *new: Mapping[str, Any]) -> None:
+        """Add these lines (one epoch's: one per seed of a many-seed run)."""
         if not self.enabled:
             return
-        rows = self.read() + [dict(row)]
+        rows = self.read() + [dict(row) for row in new]
         _write_lines_atomically(self.path, [json.dumps(r) + "\n" for r in rows],
                                 kept="its earlier lines")
 

@@ -6,10 +6,10 @@ a leading axis turns K small programs into one wide one (and, with several devic
 that axis is the `seed` axis of a mesh from `mnist_plus.mesh`, since seeds never
 exchange data).
 
-It trains through the single run's code: each seed's state is `state.create_state`
-with its seed, the step is `train_step.train_step` mapped over seeds, the loop is
-`loops.HostLoop` (batches built one step ahead in a thread), the test metrics are
-`evaluation.eval_counts` mapped over seeds and the rows `metrics.epoch_row`. So each
+These are the pieces of `runs.Seeds`, which the trainer's one loop runs: each seed's
+state is `state.create_state` with its seed, the step is `step.train_step` mapped over
+seeds, the loop is `loops.HostLoop` (batches built one step ahead in a thread), the test
+metrics are `evaluation.eval_counts` mapped over seeds and the rows `metrics.epoch_row`. So each
 seed computes what a single run of that seed computes, up to float summation order:
 its batches come from `sampler.epoch_plan(seed, epoch)` and its test numbers from
 `sampler.test_numbers(seed)`.
@@ -17,8 +17,6 @@ its batches come from `sampler.epoch_plan(seed, epoch)` and its test numbers fro
 
 from __future__ import annotations
 
-import dataclasses
-import time
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import jax
@@ -32,13 +30,11 @@ from mnist_plus.training import evaluation
 from mnist_plus.training import loops
 from mnist_plus.data import sampler
 from mnist_plus.training import mesh as mesh_lib
-from mnist_plus.training import metrics as metrics_lib
 from mnist_plus.training.mesh import SEED_AXIS
-from mnist_plus.training.state import TrainState, create_state
-from mnist_plus.training.step import NO_STEP, Metrics, make_train_step, zero_train_metrics
+from mnist_plus.training.state import TrainState
+from mnist_plus.training.step import make_train_step
 
 T = TypeVar("T")
-Progress = Callable[[int], None]
 
 
 # ------------------------------------------------------------------- stacking seeds
@@ -61,13 +57,6 @@ def unstack(tree: T, index: int) -> T:
     return jax.tree_util.tree_map(lambda x: x[index], tree)
 
 
-def initial_states(config: config_lib.Config, seeds: Sequence[int],
-                   steps_per_epoch: int) -> TrainState:
-    """Each seed's `state.create_state`, stacked: the exact states single runs start from."""
-    return stack([create_state(dataclasses.replace(config, seed=s), steps_per_epoch)
-                  for s in seeds])
-
-
 def seed_mesh(num_seeds: int, devices: Sequence[jax.Device] | None = None) -> Mesh | None:
     """A `seed` mesh over as many devices as divide `num_seeds`; None for one device."""
     devices = list(devices if devices is not None else mesh_lib.mesh_devices())
@@ -77,7 +66,7 @@ def seed_mesh(num_seeds: int, devices: Sequence[jax.Device] | None = None) -> Me
     return mesh_lib.make_mesh(axis=SEED_AXIS, devices=devices[:used])
 
 
-def _placer(mesh: Mesh | None) -> Callable[[Any], Any]:
+def placer(mesh: Mesh | None) -> Callable[[Any], Any]:
     if mesh is None:
         return jax.device_put
     return lambda tree: jax.device_put(tree, mesh_lib.split(mesh))
@@ -119,7 +108,6 @@ def stacked_batch(images: np.ndarray, labels: np.ndarray, plans: tuple[np.ndarra
                               mask=np.ones(idx.shape, np.float32))
 
 
-SEED_MAPS = ("vmap", "map")
 _EVAL_SHARED = ("image", "digit", "mask")  # test batch fields common to every seed
 
 
@@ -136,7 +124,7 @@ def _per_seed(fn: Callable, how: str, shared: Sequence[str] = ()) -> Callable:
         return lambda state, batch, *rest: jax.vmap(fn, in_axes=(0, axes) + (0,) * len(rest))(
             state, batch, *rest)
     if how != "map":
-        raise ValueError(f"seed map must be one of {SEED_MAPS}, not {how!r}")
+        raise ValueError(f"seed map must be one of {config_lib.SEED_MAPS}, not {how!r}")
 
     def looped(state, batch, *rest):
         common = {f: getattr(batch, f) for f in shared}
@@ -216,7 +204,7 @@ def seeds_precise_bn_step(mesh: Mesh | None = None, how: str = "vmap") -> Callab
             return jax.lax.map(lambda xs: batch_stats.accumulate(xs[0], xs[1], image),
                                (total, state))
     else:
-        raise ValueError(f"seed map must be one of {SEED_MAPS}, not {how!r}")
+        raise ValueError(f"seed map must be one of {config_lib.SEED_MAPS}, not {how!r}")
     seed = PartitionSpec(SEED_AXIS)
     return jax.jit(_over_seeds(fn, mesh, (seed, seed, PartitionSpec()), seed),
                    donate_argnums=0)
@@ -238,109 +226,9 @@ def evaluate(step: Callable, state: TrainState, batches: Sequence[sampler.Batch]
     return {k: np.asarray(v, np.float64) for k, v in jax.device_get(total).items()}
 
 
-def _place_eval(batches: list[sampler.Batch], mesh: Mesh | None):
+def place_eval(batches: list[sampler.Batch], mesh: Mesh | None):
     if mesh is None:
         return jax.device_put(batches)
     shared, split = mesh_lib.replicated(mesh), mesh_lib.split(mesh)
     spec = sampler.Batch(image=shared, digit=shared, number=split, sum=split, mask=shared)
     return [jax.device_put(b, spec) for b in batches]
-
-
-# --------------------------------------------------------------------------- the job
-
-@dataclasses.dataclass
-class SeedsResult:
-    """Per-seed metrics rows (`metrics.KEYS` plus the seed), timings and the final state."""
-
-    seeds: list[int]
-    rows: list[dict[str, Any]]            # one per seed per epoch
-    nonfinite_steps: dict[int, int]       # seed -> first step with a NaN/inf loss
-    timing: dict[str, Any]
-    state: TrainState                     # stacked over seeds
-
-
-def train_seeds(config: config_lib.Config, seeds: Sequence[int], mnist: data.Mnist, *,
-                seed_map: str = "vmap", log: Callable[[str], None] = print,
-                progress: Callable[[int], Progress] | None = None) -> SeedsResult:
-    """Train `config` once per seed, all seeds in one program; evaluate after every epoch.
-
-    `config.seed` is replaced by each of `seeds`; `seed_map` is 'vmap' or 'map' (see
-    `_per_seed`). `progress(epoch)` may return a per-step callback. Compilation is done
-    ahead and timed apart from the epochs.
-    """
-    seeds = [int(s) for s in seeds]
-    config_lib.validate(config, train_size=len(mnist.train_labels))
-    images = sampler.normalise(mnist.train_images)
-    labels = mnist.train_labels.astype(np.int32)
-    steps_per_epoch = sampler.steps_per_epoch(len(labels), config.batch_size)
-    mesh = seed_mesh(len(seeds))
-    place = _placer(mesh)
-    devices = 1 if mesh is None else mesh.size
-    log(f"{len(seeds)} seeds {seeds} in one program ({seed_map}) on {devices} of "
-        f"{len(jax.devices())} {jax.default_backend()} device(s)")
-
-    t0 = time.perf_counter()
-    state = place(initial_states(config, seeds, steps_per_epoch))
-    zeros = lambda: place(stack([zero_train_metrics()] * len(seeds)))  # noqa: E731
-    test_batches = _place_eval(eval_batches(config, seeds, mnist), mesh)
-    shared = jax.device_put if mesh is None else (
-        lambda x: jax.device_put(x, mesh_lib.replicated(mesh)))
-    clean = ([shared(b) for b in batch_stats.clean_batches(
-        mnist.train_images, config.precise_bn, config.batch_size)] if config.precise_bn else [])
-    init_seconds = time.perf_counter() - t0
-
-    t0 = time.perf_counter()
-    augment = sampler.augment_for(config)
-    plans = epoch_plans(seeds, 0, labels, augment, config.holdout)
-    example = place(stacked_batch(images, labels, plans, 0, config.batch_size, augment))
-    step = seeds_train_step(mesh, seed_map, config.label_smoothing).lower(state, example, zeros()).compile()
-    eval_fn = seeds_eval_step(mesh, seed_map).lower(state, test_batches[0]).compile()
-    if clean:
-        stats = place(jax.tree_util.tree_map(np.zeros_like, jax.device_get(state.batch_stats)))
-        precise_fn = seeds_precise_bn_step(mesh, seed_map).lower(stats, state, clean[0]).compile()
-    compile_seconds = time.perf_counter() - t0
-    loop = seeds_loop(step, images, labels, seeds, config.batch_size, place, augment,
-                      config.holdout)
-
-    rows, nonfinite, epoch_seconds, eval_seconds = [], {}, [], []
-    for epoch in range(config.epochs):
-        t0 = time.perf_counter()
-        state, sums = loop.run(state, zeros(), epoch, 0, steps_per_epoch,
-                               progress(epoch) if progress else (lambda n: None))
-        sums = {k: np.asarray(v) for k, v in jax.device_get(sums).items()}
-        epoch_seconds.append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        if clean:  # --precise-bn: before the evaluation, as a single run does
-            state = precise_batch_stats(precise_fn, state, clean, place)
-        test = evaluate(eval_fn, state, test_batches)
-        eval_seconds.append(time.perf_counter() - t0)
-        step_count = int(np.asarray(jax.device_get(state.step))[0])
-        for i, seed in enumerate(seeds):
-            bad = int(sums["first_nonfinite_step"][i])
-            if bad != int(NO_STEP):
-                nonfinite.setdefault(seed, bad)
-            row = metrics_lib.epoch_row(epoch + 1, step_count,
-                                        {k: float(v[i]) for k, v in sums.items()},
-                                        {k: float(v[i]) for k, v in test.items()})
-            rows.append({"seed": seed, **row})
-        log(f"epoch {epoch + 1}: {len(seeds)} seeds trained in {epoch_seconds[-1]:.1f}s, "
-            f"evaluated in {eval_seconds[-1]:.1f}s")
-    timing = {"num_seeds": len(seeds), "seed_map": seed_map, "devices": devices,
-              "backend": jax.default_backend(),
-              "train_examples": len(labels), "batch_size": config.batch_size,
-              "init_seconds": init_seconds, "compile_seconds": compile_seconds,
-              "epoch_seconds": epoch_seconds, "eval_seconds": eval_seconds,
-              "seed_images_per_second": [len(seeds) * steps_per_epoch * config.batch_size / s
-                                         for s in epoch_seconds]}
-    return SeedsResult(seeds, rows, nonfinite, timing, state)
-
-
-def mean_std(rows: Sequence[dict[str, Any]], keys: Sequence[str]
-             ) -> dict[str, tuple[float, float]]:
-    """Mean and sample standard deviation (ddof=1; 0 for one seed) of each key over rows."""
-    out = {}
-    for key in keys:
-        values = np.array([r[key] for r in rows], np.float64)
-        out[key] = (float(values.mean()),
-                    float(values.std(ddof=1)) if len(values) > 1 else 0.0)
-    return out
