@@ -1,5 +1,6 @@
-"""Head agreement: argmax(sum logits) == argmax(digit logits) + number, counted by
-training's `eval_counts` and by the report's `Evaluation`, which must say the same."""
+"""Head agreement: argmax(sum logits) == argmax(digit logits) + number, defined once
+(`evaluation.heads_agree`): counted by training's `eval_counts` (what metrics.jsonl and
+the report show) and flagged per image by `Predictions.agree` (what `predict` prints)."""
 
 import types
 
@@ -10,9 +11,8 @@ import optax
 import pytest
 
 from mnist_plus.training import metrics as metrics_lib
-from mnist_plus.tools import report
 from mnist_plus.data import sampler
-from mnist_plus.training.evaluation import Predictions, eval_counts, predict
+from mnist_plus.training.evaluation import Predictions, eval_counts, heads_agree, predict
 from mnist_plus.model import MnistPlusNet
 from mnist_plus.training.state import init_state
 from tests.conftest import synthetic_digits
@@ -63,25 +63,24 @@ def test_eval_counts_count_agreement_exactly_and_skip_padding():
     assert row["test_exhaustive_sum_agreement"] == EXHAUSTIVE_AGREE / (10 * REAL)
 
 
-def test_report_evaluation_agrees_with_eval_counts_on_made_up_heads():
+def test_predictions_flag_each_image_right_or_wrong_alike():
+    """Per image, with its own number: agreement is not accuracy (row 2 agrees with a
+    wrong digit), and the all-numbers form broadcasts the same definition."""
     digit_logits, sum_logits, all_sums = (x[:REAL] for x in _made_up_heads())
     predictions = Predictions(digit_probs=np.asarray(jax.nn.softmax(digit_logits)),
                               sum_probs=np.asarray(jax.nn.softmax(sum_logits)),
                               all_sums=np.argmax(all_sums, -1).astype(np.int32))
-    evaluation = report.Evaluation(
-        images=np.zeros((REAL, 28, 28, 1), np.uint8),
-        digits=np.array([r[0] for r in ROWS[:REAL]]),
-        numbers=np.array([r[1] for r in ROWS[:REAL]]), predictions=predictions)
-    assert evaluation.sum_agreement == SUM_AGREE / REAL
-    assert evaluation.exhaustive_sum_agreement == EXHAUSTIVE_AGREE / (10 * REAL)
-    np.testing.assert_array_equal(predictions.agree(evaluation.numbers),
-                                  [True, False, True, True])
+    numbers = np.array([r[1] for r in ROWS[:REAL]])
+    np.testing.assert_array_equal(predictions.agree(numbers), [True, False, True, True])
+    every = heads_agree(predictions.digit[:, None], predictions.all_sums, np.arange(10)[None])
+    np.testing.assert_array_equal(every.sum(axis=1), [r[4] for r in ROWS[:REAL]])
 
 
 @pytest.mark.slow
-def test_eval_counts_and_predictions_agree_on_a_real_model():
-    """An untrained net disagrees with itself often: both ways of counting must match
-    image for image (both take argmaxes of the same forward pass; softmax keeps the order)."""
+def test_predict_gives_each_image_what_the_evaluator_counts():
+    """The report's confusion matrices come from `predict`, its accuracies from
+    `eval_counts`: on a real (untrained, so often wrong and self-contradicting) net,
+    padded batches and all, both must tell one story image for image."""
     model = MnistPlusNet(width=4)
     state = init_state(model, optax.adam(1e-3), jax.random.key(3))
     images, labels = synthetic_digits(48, seed=1)
@@ -91,10 +90,13 @@ def test_eval_counts_and_predictions_agree_on_a_real_model():
     for batch in batches:  # 20 + 20 + 8 padded to 20
         for k, v in metrics_lib.to_host(jax.jit(eval_counts)(state, batch)).items():
             total[k] = total.get(k, 0.0) + v
-    p = predict(model, state.variables, images, numbers, batch_size=20)
-    assert total["count"] == 48
+    p = predict(state, images, numbers, batch_size=20)
+    assert total["count"] == len(p.digit) == 48
+    assert total["digit_correct"] == np.sum(p.digit == labels)
+    assert total["sum_correct"] == np.sum(p.sum == labels + numbers)
+    every = labels[:, None] + np.arange(10)[None, :]
+    assert total["exhaustive_sum_correct"] == np.sum(p.all_sums == every)
     assert total["sum_agree"] == p.agree(numbers).sum()
-    assert total["exhaustive_sum_agree"] == p.exhaustive_agree().sum()
     assert total["sum_agree"] < 48  # else the check above could not fail
 
 

@@ -12,6 +12,8 @@ from mnist_plus import cli
 from mnist_plus import benchmark as benchmark_cli
 from mnist_plus import configs
 from mnist_plus.tools import benchmark
+from mnist_plus.tools import benchmark_format
+from mnist_plus.tools import benchmark_timing
 from mnist_plus.tools import speedrun
 from mnist_plus import config as config_lib
 from tests.conftest import REPO
@@ -128,7 +130,7 @@ class _Compiled:
     ({"flops": -1.0}, None), ({"bytes accessed": 3.0}, None),
 ])
 def test_compiled_flops_reads_every_shape_of_cost_analysis(analysis, flops):
-    assert benchmark.compiled_flops(_Compiled(analysis)) == flops
+    assert benchmark_timing.compiled_flops(_Compiled(analysis)) == flops
 
 
 @pytest.mark.slow
@@ -179,7 +181,7 @@ def test_time_to_accuracy_layers_preset_then_config_file_then_flags(tmp_path):
 def test_evaluation_figure_times_the_precise_bn_pass_when_it_is_on():
     from mnist_plus.training.state import create_state
 
-    mnist = benchmark.synthetic_mnist(256, 128)
+    mnist = benchmark_timing.synthetic_mnist(256, 128)
     for precise_bn, expected in ((0, None), (100, 96)):  # 3 whole batches of 32
         config = config_lib.Config(width=4, batch_size=32, eval_batch_size=64,
                                    precise_bn=precise_bn)
@@ -196,3 +198,57 @@ def test_compare_pytorch_needs_the_mnist_files(monkeypatch, capsys):
     monkeypatch.delenv("MNIST_PLUS_MNIST_DIR", raising=False)
     assert benchmark_cli.main(["--compare-pytorch"]) == 2
     assert "--compare-pytorch reads the MNIST IDX files" in capsys.readouterr().err
+
+
+def _results():
+    """A result dict of `benchmark.measure`'s shape, with round figures."""
+    epoch = dict(batch_size=16, setup_seconds=0.0, steps_per_epoch=16, images_per_second=1200,
+                 compile_seconds=11.5)
+    return {
+        "backend": "cpu", "device_kind": "cpu", "num_devices": 1, "jax_version": "0.10.2",
+        "cpu_isa": "avx2", "cpu_count": 2, "data": "synthetic", "train_examples": 256,
+        "test_examples": 64, "repeats": 2, "config": {"width": 2, "batch_size": 16},
+        "matmul": {"size": 128, "dtype": "float32", "flops": 4e6, "seconds": 4e-4,
+                   "flops_per_second": 1e10},
+        "train_step": [{"batch_size": 16, "compile_seconds": 13.8, "step_seconds": 0.0065,
+                        "images_per_second": 2460, "flops_per_step": 2.2e7,
+                        "flops_per_second": 3.4e9, "utilisation": 0.33}],
+        "flops_per_image": {"forward": 4.5e5, "train_step": 1.39e6, "train_step_batch_size": 16},
+        "epoch": [{**epoch, "loop": "host", "steps_timed": 16, "seconds_timed": 0.2,
+                   "epoch_seconds": 0.2, "extrapolated": False},
+                  {**epoch, "loop": "scan", "steps_timed": 4, "seconds_timed": 0.05,
+                   "epoch_seconds": 0.2, "extrapolated": True}],
+        "eval": {"images": 64, "batch_size": 32, "seconds": 0.01, "images_per_second": 6400,
+                 "compile_seconds": 1.44, "precise_bn": {"images": 256, "seconds": 0.02}},
+        "devices": [{"num_devices": 1, "batch_size": 16, "per_device_batch": 16,
+                     "step_seconds": 0.0064, "images_per_second": 2500, "device_kind": "cpu"}],
+        "first_step": {"loop": "host", "process_start_to_first_step_seconds": 15.8,
+                       "interpreter_seconds": 0.2, "import_seconds": 2.5, "data_seconds": 0.0,
+                       "init_seconds": 6.5, "first_step_seconds": 6.6, "compile_cache": "/c",
+                       "compile_cache_entries_before": 50},
+        "section_seconds": {"data": 0.0, "epoch": 24.3}, "benchmark_seconds": 104.1,
+    }
+
+
+def test_format_report_prints_every_section_from_the_json_alone():
+    """The table is a function of the --json dict: a saved JSON prints the same again."""
+    lines = benchmark_format.format_report(_results()).splitlines()
+    assert lines[0] == ("mnist_plus benchmark: backend cpu (cpu, 1 device(s)), host CPU avx2 "
+                        "with 2 cores, jax 0.10.2, synthetic data (256 train / 64 test), width 2")
+    expected = [
+        "dense matmul 128x128 float32: 0.4 ms, 10.0 GFLOP/s (the utilisation reference)",
+        "     16      13.80      6.50       2460       0.022      3.40  33.0%",
+        "model FLOPs per image: forward 0.45 MFLOP; train step 1.39 MFLOP (forward, backward "
+        "and update, batch 16)",
+        "  host    16/16         0.20     0.2       1200      11.50",
+        "  scan     4/16         0.05     0.2*      1200      11.50",
+        "  * scan: extrapolated from 4 of 16 steps (--epoch-examples)",
+        "--precise-bn: BatchNorm statistics from 256 clean training images in 0.02 s, before "
+        "each evaluation",
+        "       1          16      6.40       2500",
+        "process start to first train step: 15.80 s (interpreter 0.20, imports 2.50, data 0.00, "
+        "init 6.50, first step with compile 6.60; loop host; compile cache warm (50 entries))",
+        "benchmark wall time: 104.1 s (data 0.0, epoch 24.3)",
+    ]
+    for line in expected:
+        assert line in lines, line

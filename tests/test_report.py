@@ -12,6 +12,7 @@ from PIL import Image
 
 from mnist_plus import config as config_lib
 from mnist_plus.tools import report
+from mnist_plus.training import metrics as metrics_lib
 from mnist_plus.trainer import train_and_evaluate
 from tests.conftest import REPO
 
@@ -88,27 +89,46 @@ def test_report_md_shows_the_figures_final_figures_and_config(tiny_run):
 
 
 @pytest.mark.slow
-def test_report_numbers_agree_with_metrics_jsonl(tiny_run):
-    """The report re-evaluates the checkpoint; it must see what training saw."""
+def test_report_figures_are_the_metrics_jsonl_row_of_its_checkpoint(tiny_run):
+    """The report reads its test figures from training's evaluator: for the checkpoint
+    of the last epoch, report.json has metrics.jsonl's last row, key for key."""
     workdir, summary, _ = tiny_run
     with open(os.path.join(workdir, "report", "report.json")) as f:
         data = json.load(f)
     final = summary["final"]
     assert data["step"] == final["step"] == 3 * STEPS_PER_EPOCH
+    keys = metrics_lib.summary_keys("test")
+    assert "test_sum_agreement" in keys and "test_exhaustive_sum_accuracy" in keys
+    for key in keys:
+        if key.endswith("_loss"):
+            # Summed float32 losses: training evaluates through its (one-device) mesh,
+            # the report without one, and another program may round differently.
+            assert data[key] == pytest.approx(final[key], rel=1e-5), key
+        else:  # counts of images: exact
+            assert data[key] == final[key], key
+
+
+@pytest.mark.slow
+def test_report_per_image_figures_count_what_the_evaluator_counts(tiny_run):
+    """Confusion matrices and pair accuracies come from per-image predictions; they count
+    the same right answers as the evaluator's accuracies."""
+    workdir, _, _ = tiny_run
+    with open(os.path.join(workdir, "report", "report.json")) as f:
+        data = json.load(f)
     digit = np.array(data["digit_confusion"])
     total = np.array(data["sum_confusion"])
     assert digit.shape == (10, 10) and total.shape == (19, 19)
     assert digit.sum() == total.sum() == 64
-    # Counts of correct predictions, compared exactly (k/64 is exact in binary): the
-    # report predicts with another program than training's evaluation, but its logits
-    # differ by rounding (~1e-6) at most, which flips only an exact near-tie.
-    assert np.trace(digit) / 64 == pytest.approx(final["test_digit_accuracy"])
-    assert np.trace(total) / 64 == pytest.approx(final["test_sum_accuracy"])
+    # Counts of correct predictions, compared exactly (k/64 is exact in binary): `predict`
+    # is another program than the evaluator's, but its logits differ by rounding (~1e-6)
+    # at most, which flips only an exact near-tie.
+    assert np.trace(digit) / 64 == data["test_digit_accuracy"]
+    assert np.trace(total) / 64 == data["test_sum_accuracy"]
     grid = np.array(data["pair_accuracy"])
     counts = digit.sum(axis=1)  # test images per true digit
     exhaustive = np.nansum(grid * counts[:, None]) / (10 * counts.sum())
     # A count / 640 rebuilt through float64 fractions: equal up to float64 rounding.
-    assert exhaustive == pytest.approx(final["test_exhaustive_sum_accuracy"])
+    assert exhaustive == pytest.approx(data["test_exhaustive_sum_accuracy"])
 
 
 @pytest.mark.slow

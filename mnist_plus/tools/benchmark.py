@@ -14,6 +14,9 @@ Measures, on whatever backend JAX sees, and prints as a table (and writes as JSO
 Synthetic data of MNIST's shape by default (timings do not depend on pixel values), real
 MNIST with `--real-mnist`. Each compile-time figure is taken after `jax.clear_caches()`,
 so no measurement reuses another's compiled program.
+
+Here the measurements and `run`; the timer and synthetic data in `benchmark_timing`, the
+text table in `benchmark_format`, the flags in `cli.benchmark_parser`.
 """
 
 from __future__ import annotations
@@ -21,7 +24,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import math
 import os
 import statistics
 import subprocess
@@ -31,7 +33,6 @@ from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from mnist_plus.runtime import compile_cache
 from mnist_plus import config as config_lib
@@ -42,6 +43,11 @@ from mnist_plus.training import loops
 from mnist_plus.data import sampler
 from mnist_plus.training import mesh as mesh_lib
 from mnist_plus.tools import speedrun
+from mnist_plus.tools.benchmark_format import format_report
+# median_seconds is not used here: experiments/ scripts import it from this module.
+from mnist_plus.tools.benchmark_timing import (compiled_flops, median_seconds,  # noqa: F401
+                                               steady_step_seconds, synthetic_batch,
+                                               synthetic_mnist, timed)
 from mnist_plus import cli
 from mnist_plus.cli import config_from_args
 from mnist_plus.errors import MnistPlusError, UsageError
@@ -54,73 +60,7 @@ LAUNCH_ENV = "MNIST_PLUS_BENCH_LAUNCH_TIME"  # the parent's time.time() just bef
 FIRST_STEP_MARKER = "FIRST_STEP_JSON "
 
 
-# ----------------------------------------------------------------------------- helpers
-
-def timed(fn: Callable[[], Any]) -> tuple[float, Any]:
-    """Seconds for `fn()` to finish on the device (not just to be dispatched).
-
-    The one timer of the benchmark and of `experiments/` profiling scripts."""
-    start = time.perf_counter()
-    out = jax.block_until_ready(fn())
-    return time.perf_counter() - start, out
-
-
-def median_seconds(fn: Callable[[], Any], repeats: int = 5, inner: int = 1) -> float:
-    """Median over `repeats` of the seconds per call of `fn`, each repeat `inner` calls,
-    after one untimed call (which compiles)."""
-    timed(fn)
-
-    def one() -> float:
-        start = time.perf_counter()
-        out = None
-        for _ in range(inner):
-            out = fn()
-        jax.block_until_ready(out)
-        return (time.perf_counter() - start) / inner
-
-    return statistics.median(one() for _ in range(repeats))
-
-
-def synthetic_batch(batch_size: int, images: np.ndarray | None = None,
-                    labels: np.ndarray | None = None, seed: int = 0) -> sampler.Batch:
-    """A training batch of MNIST's shapes: from the first `batch_size` of `images`/`labels`
-    (uint8, as loaded) or random ones; numbers cycle through 0..9. Host arrays."""
-    if images is None:
-        rng = np.random.default_rng(seed)
-        images = rng.integers(0, 256, (batch_size, 28, 28, 1), dtype=np.uint8)
-        labels = rng.integers(0, 10, batch_size).astype(np.int32)
-    numbers = np.arange(batch_size) % sampler.NUM_NUMBERS
-    return sampler.make_batch(sampler.normalise(images[:batch_size]), labels[:batch_size],
-                              numbers)
-
-
-
-
-def compiled_flops(compiled: Any) -> float | None:
-    """FLOPs of one call of a compiled program, from XLA's cost analysis.
-
-    `cost_analysis()` returns a dict in this JAX version and a list of one dict per
-    program in older ones; some backends return nothing, hence the None.
-    """
-    try:
-        analysis = compiled.cost_analysis()
-    except Exception:  # not implemented on some backends
-        return None
-    if isinstance(analysis, (list, tuple)):
-        analysis = analysis[0] if analysis else None
-    flops = (analysis or {}).get("flops")
-    return float(flops) if flops and flops > 0 else None
-
-
-def synthetic_mnist(train_examples: int, test_examples: int, seed: int = 0) -> data.Mnist:
-    """Random uint8 images and labels of MNIST's shapes and dtypes."""
-    rng = np.random.default_rng(seed)
-    return data.Mnist(
-        train_images=rng.integers(0, 256, (train_examples, 28, 28, 1), dtype=np.uint8),
-        train_labels=rng.integers(0, 10, train_examples).astype(np.int32),
-        test_images=rng.integers(0, 256, (test_examples, 28, 28, 1), dtype=np.uint8),
-        test_labels=rng.integers(0, 10, test_examples).astype(np.int32))
-
+# ----------------------------------------------------------------------------- data
 
 def load_data(args: argparse.Namespace, config: config_lib.Config) -> data.Mnist:
     """Synthetic or real MNIST, cut to --train-examples / --test-examples."""
@@ -167,7 +107,7 @@ def bench_train_step(state: TrainState, mnist: data.Mnist, batch_size: int, warm
     first_seconds, (step, (state, metrics)) = timed(first_call)
     for _ in range(warmup):
         state, metrics = step(state, batch, metrics)
-    times, steps_per_repeat = _steady_step_seconds(step, state, batch, metrics, repeats,
+    times, steps_per_repeat = steady_step_seconds(step, state, batch, metrics, repeats,
                                                    min_repeat_seconds)
     seconds = statistics.median(times)
     flops = compiled_flops(step)
@@ -180,27 +120,6 @@ def bench_train_step(state: TrainState, mnist: data.Mnist, batch_size: int, warm
                    flops_per_second=flops / seconds,
                    utilisation=flops / seconds / matmul_flops_per_second)
     return row
-
-
-def _run_steps(step, state, batch, metrics, n: int):
-    for _ in range(n):
-        state, metrics = step(state, batch, metrics)
-    return state, metrics
-
-
-def _steady_step_seconds(step, state, batch, metrics, repeats: int,
-                         min_repeat_seconds: float) -> tuple[list[float], int]:
-    """Seconds per step of `repeats` timed repeats, each of enough steps (judged from one
-    timed step) to last `min_repeat_seconds`; and that number of steps. Consumes `state`
-    and `metrics` (the step donates them)."""
-    one, (state, metrics) = timed(lambda: step(state, batch, metrics))
-    steps_per_repeat = max(1, math.ceil(min_repeat_seconds / max(one, 1e-6)))
-    times = []
-    for _ in range(repeats):
-        seconds, (state, metrics) = timed(lambda: _run_steps(step, state, batch, metrics,
-                                                             steps_per_repeat))
-        times.append(seconds / steps_per_repeat)
-    return times, steps_per_repeat
 
 
 def forward_flops_per_image(state: TrainState, batch_size: int) -> float | None:
@@ -274,7 +193,7 @@ def bench_devices(config: config_lib.Config, mnist: data.Mnist, counts: Sequence
         metrics = mesh_lib.put_replicated(zero_train_metrics(), mesh)
         step = loops.jit_step(make_train_step(config.label_smoothing), mesh)
         compile_seconds, (state, metrics) = timed(lambda: step(state, batch, metrics))
-        times, _ = _steady_step_seconds(step, state, batch, metrics, repeats,
+        times, _ = steady_step_seconds(step, state, batch, metrics, repeats,
                                         min_repeat_seconds)
         seconds = statistics.median(times)
         rows.append({"num_devices": n, "batch_size": config.batch_size,
@@ -342,73 +261,6 @@ def bench_first_step(argv: Sequence[str], timeout: float = 600) -> dict[str, Any
             return json.loads(line[len(FIRST_STEP_MARKER):])
     raise MnistPlusError(f"the first-step probe failed (exit {result.returncode}): "
                          f"{(result.stderr.strip().splitlines() or ['no output'])[-1]}")
-
-
-# ------------------------------------------------------------------------------ report
-
-def format_report(r: dict[str, Any]) -> str:
-    """The results as a plain-text table."""
-    lines = [f"mnist_plus benchmark: backend {r['backend']} ({r['device_kind']}, "
-             f"{r['num_devices']} device(s)), host CPU {r['cpu_isa']} with {r['cpu_count']} "
-             f"cores, jax {r['jax_version']}, {r['data']} data "
-             f"({r['train_examples']} train / {r['test_examples']} test), "
-             f"width {r['config']['width']}"]
-    mm = r["matmul"]
-    lines.append(f"dense matmul {mm['size']}x{mm['size']} {mm['dtype']}: "
-                 f"{mm['seconds'] * 1e3:.1f} ms, {mm['flops_per_second'] / 1e9:.1f} GFLOP/s "
-                 f"(the utilisation reference)")
-    lines += ["", "train step (one device-resident batch, state donated; median of "
-              f"{r['repeats']} repeats)",
-              f"{'batch':>7} {'compile s':>10} {'step ms':>9} {'images/s':>10} "
-              f"{'GFLOP/step':>11} {'GFLOP/s':>9} {'util':>6}"]
-    for s in r["train_step"]:
-        lines.append(f"{s['batch_size']:>7} {s['compile_seconds']:>10.2f} "
-                     f"{s['step_seconds'] * 1e3:>9.2f} {s['images_per_second']:>10.0f} "
-                     f"{s.get('flops_per_step', float('nan')) / 1e9:>11.3f} "
-                     f"{s.get('flops_per_second', float('nan')) / 1e9:>9.2f} "
-                     f"{100 * s.get('utilisation', float('nan')):>5.1f}%")
-    f = r["flops_per_image"]
-    lines.append(f"model FLOPs per image: forward {f['forward'] / 1e6:.2f} MFLOP; train step "
-                 f"{f['train_step'] / 1e6:.2f} MFLOP (forward, backward and update, "
-                 f"batch {f['train_step_batch_size']})")
-    lines += ["", f"training epoch (batch {r['config']['batch_size']}, data feeding included)",
-              f"{'loop':>6} {'steps timed':>12} {'timed s':>8} {'epoch s':>8} "
-              f"{'images/s':>9} {'compile s':>10}"]
-    notes = []
-    for e in r["epoch"]:
-        mark = "*" if e["extrapolated"] else " "
-        lines.append(f"{e['loop']:>6} {e['steps_timed']:>5}/{e['steps_per_epoch']:<6} "
-                     f"{e['seconds_timed']:>8.2f} {e['epoch_seconds']:>7.1f}{mark} "
-                     f"{e['images_per_second']:>9.0f} {e['compile_seconds']:>10.2f}")
-        if e["extrapolated"]:
-            notes.append(f"  * {e['loop']}: extrapolated from {e['steps_timed']} of "
-                         f"{e['steps_per_epoch']} steps (--epoch-examples)")
-    lines += notes
-    ev = r["eval"]
-    lines += ["", f"evaluation: {ev['images']} test images in {ev['seconds']:.2f} s "
-              f"({ev['images_per_second']:.0f} images/s, batch {ev['batch_size']}, with the "
-              f"all-ten-numbers sum pass); compile {ev['compile_seconds']:.2f} s"]
-    if "precise_bn" in ev:
-        lines += [f"--precise-bn: BatchNorm statistics from {ev['precise_bn']['images']} clean "
-                  f"training images in {ev['precise_bn']['seconds']:.2f} s, before each "
-                  f"evaluation"]
-    lines += ["", f"data parallel: batch {r['config']['batch_size']} split over N devices "
-              f"({r['devices'][0]['device_kind'] if r['devices'] else '-'}; forced CPU devices "
-              f"share the same cores)",
-              f"{'devices':>8} {'per device':>11} {'step ms':>9} {'images/s':>10}"]
-    for d in r["devices"]:
-        lines.append(f"{d['num_devices']:>8} {d['per_device_batch']:>11} "
-                     f"{d['step_seconds'] * 1e3:>9.2f} {d['images_per_second']:>10.0f}")
-    fs = r["first_step"]
-    lines.append(f"process start to first train step: "
-                 f"{fs['process_start_to_first_step_seconds']:.2f} s (interpreter "
-                 f"{fs['interpreter_seconds']:.2f}, imports {fs['import_seconds']:.2f}, "
-                 f"data {fs['data_seconds']:.2f}, init {fs['init_seconds']:.2f}, first step with "
-                 f"compile {fs['first_step_seconds']:.2f}; loop {fs['loop']}; "
-                 f"{compile_cache.describe(fs)})")
-    lines.append(f"benchmark wall time: {r['benchmark_seconds']:.1f} s ("
-                 + ", ".join(f"{k} {v:.1f}" for k, v in r["section_seconds"].items()) + ")")
-    return "\n".join(lines)
 
 
 def measure(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:

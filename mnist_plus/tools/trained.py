@@ -17,7 +17,7 @@ from mnist_plus.training import evaluation
 from mnist_plus.runtime.checkpointing import Checkpointer
 from mnist_plus.errors import UsageError
 from mnist_plus.model import MnistPlusNet, build_model
-from mnist_plus.training.state import abstract_state
+from mnist_plus.training.state import TrainState, abstract_state
 from mnist_plus.training.step import zero_train_metrics
 
 
@@ -28,6 +28,14 @@ class Trained:
     epoch: int            # epochs completed when it was written
     variables: dict[str, Any]  # {'params', 'batch_stats'} for `model.apply`
     model: MnistPlusNet
+
+    def state(self) -> TrainState:
+        """The checkpoint as evaluation takes a state (`evaluation.Evaluator.metrics`,
+        `evaluation.predict`): its variables and `apply_fn`, no optimizer. Every call has
+        the same `apply_fn`, so the programs jitted for one call serve the next."""
+        return TrainState(step=np.asarray(self.step, np.int32), params=self.variables["params"],
+                          batch_stats=self.variables["batch_stats"], opt_state=None,
+                          apply_fn=self.model.apply, tx=None)
 
 
 def latest_step(workdir: str) -> int | None:
@@ -97,5 +105,5 @@ Predictions = evaluation.Predictions
 def predict(trained: Trained, images: np.ndarray, numbers: np.ndarray,
             batch_size: int | None = None) -> Predictions:
     """Predict uint8 images [N,28,28,1] with int numbers [N] (see `evaluation.predict`)."""
-    return evaluation.predict(trained.model, trained.variables, images, numbers,
+    return evaluation.predict(trained.state(), images, numbers,
                               batch_size or trained.config.eval_batch_size)

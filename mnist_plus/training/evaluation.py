@@ -4,15 +4,18 @@
 One forward per batch (`MnistPlusNet.heads`): the conv net runs once per image and
 gives the digit logits, the sum logits with the batch's number and the sum logits
 with every number 0..9 (the exhaustive evaluation). `eval_counts` sums them into the
-metrics of `metrics.EVAL_COUNT_KEYS`; `predict` returns per-image probabilities.
-Batches have one shape (the last one padded, masked out), so one program is compiled
-whatever the number of images, and on a mesh each batch is split over its devices.
+metrics of `metrics.EVAL_COUNT_KEYS` (the only accuracies and agreements computed:
+training, the report and the benchmark read them through `Evaluator`); `predict`
+returns per-image probabilities, for what needs single images (confusion matrices,
+figures, the predict CLI). `heads_agree` is the one definition of the heads'
+agreement, on the device and on the host. Batches have one shape (the last one padded,
+masked out), so one program is compiled whatever the number of images, and on a mesh
+each batch is split over its devices.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Any, Callable, Sequence
 
 import jax
@@ -42,17 +45,23 @@ def eval_counts(state: TrainState, batch: sampler.Batch) -> Metrics:
     return metrics
 
 
+def heads_agree(digit: Any, total: Any, number: Any) -> Any:
+    """Whether the predicted sum is the predicted digit plus the number: the heads tell one
+    story. Right or wrong alike: a disagreement shows the adder is not adding the digit
+    head's answer, whatever the truth. Predicted classes as NumPy or JAX arrays that
+    broadcast, so the device's counts and the host's per-image flags share one definition."""
+    return total == digit + number
+
+
 def agreement_counts(digit_logits: jax.Array, sum_logits: jax.Array, all_sums: jax.Array,
                      batch: sampler.Batch) -> Metrics:
-    """How often the two heads tell one story: argmax(sum) == argmax(digit) + number, with
-    the batch's number (`sum_agree`) and with every number 0..9 (`exhaustive_sum_agree`).
-    Right or wrong alike: a disagreement shows the adder is not adding the digit head's
-    answer, whatever the truth."""
+    """How often the heads agree (`heads_agree`), with the batch's number (`sum_agree`)
+    and with every number 0..9 (`exhaustive_sum_agree`)."""
     digit = jnp.argmax(digit_logits, -1)
     number = batch.sum - batch.digit  # the int number behind the one-hot batch.number
-    agree = jnp.argmax(sum_logits, -1) == digit + number
-    every = digit[:, None] + jnp.arange(sampler.NUM_NUMBERS)[None, :]
-    all_agree = jnp.sum(jnp.argmax(all_sums, -1) == every, axis=-1)
+    agree = heads_agree(digit, jnp.argmax(sum_logits, -1), number)
+    all_agree = jnp.sum(heads_agree(digit[:, None], jnp.argmax(all_sums, -1),
+                                    jnp.arange(sampler.NUM_NUMBERS)[None, :]), axis=-1)
     return {"sum_agree": jnp.sum(batch.mask * agree),
             "exhaustive_sum_agree": jnp.sum(batch.mask * all_agree)}
 
@@ -131,33 +140,29 @@ class Predictions:
         return np.argmax(self.sum_probs, -1)
 
     def agree(self, numbers: np.ndarray) -> np.ndarray:
-        """bool [N]: the sum head says digit head + number (as `agreement_counts`)."""
-        return self.sum == self.digit + np.asarray(numbers)
-
-    def exhaustive_agree(self) -> np.ndarray:
-        """bool [N, 10]: the same with every number 0..9."""
-        return self.all_sums == self.digit[:, None] + np.arange(sampler.NUM_NUMBERS)[None, :]
+        """bool [N]: per image, whether the heads agree with its number (`heads_agree`)."""
+        return heads_agree(self.digit, self.sum, np.asarray(numbers))
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def _predict_batch(model: MnistPlusNet, variables: dict[str, Any], image: jax.Array,
-                   number: jax.Array):
-    digit_logits, sum_logits, all_sums = model.apply(variables, image, number,
-                                                     method=MnistPlusNet.heads)
+@jax.jit
+def _predict_batch(state: TrainState, image: jax.Array, number: jax.Array):
+    digit_logits, sum_logits, all_sums = state.apply_fn(state.variables, image, number,
+                                                        method=MnistPlusNet.heads)
     return (jax.nn.softmax(digit_logits), jax.nn.softmax(sum_logits),
             jnp.argmax(all_sums, -1).astype(jnp.int32))
 
 
-def predict(model: MnistPlusNet, variables: dict[str, Any], images: np.ndarray,
-            numbers: np.ndarray, batch_size: int) -> Predictions:
+def predict(state: TrainState, images: np.ndarray, numbers: np.ndarray,
+            batch_size: int) -> Predictions:
     """Predict uint8 images [N,28,28,1] with int numbers [N], in batches of one shape
-    (the last one padded), so one program is compiled however large N is."""
+    (the last one padded), so one program is compiled however large N is. `state` needs
+    only `apply_fn` and `variables` (a checkpoint's, see `trained.Trained.state`)."""
     batch_size = min(batch_size, len(images))
     labels = np.zeros(len(images), np.int32)  # unused by the model
     parts: list[tuple[np.ndarray, ...]] = []
     for batch in sampler.eval_batches(sampler.normalise(images), labels, numbers, batch_size):
         n = int(batch.mask.sum())
-        out = jax.device_get(_predict_batch(model, variables, batch.image, batch.number))
+        out = jax.device_get(_predict_batch(state, batch.image, batch.number))
         parts.append(tuple(np.asarray(x)[:n] for x in out))
     digit_probs, sum_probs, all_sums = (np.concatenate(xs) for xs in zip(*parts))
     return Predictions(digit_probs=digit_probs, sum_probs=sum_probs, all_sums=all_sums)
