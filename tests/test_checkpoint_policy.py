@@ -6,9 +6,7 @@ import os
 
 import pytest
 
-from mnist_plus import cli
 from mnist_plus import report as report_cli
-from mnist_plus.tools import report
 from mnist_plus.tools import trained
 from mnist_plus.runtime.checkpointing import Checkpointer
 from mnist_plus.training.state import create_state

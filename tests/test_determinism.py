@@ -10,7 +10,6 @@ import os
 import numpy as np
 import pytest
 
-from mnist_plus import cli
 from mnist_plus.trainer import train_and_evaluate
 from tests.conftest import (assert_same_as_reference, final_state_leaves, read_bytes,
                             tiny_config, tiny_flags)

@@ -3,7 +3,6 @@ import numpy as np
 import pytest
 
 from mnist_plus import configs
-from mnist_plus import config as config_lib
 from mnist_plus.data import mnist as data
 from mnist_plus.training import loops
 from mnist_plus.data import sampler

@@ -5,10 +5,8 @@ Every process is a real `python -m mnist_plus.train` subprocess; every wait is b
 """
 
 import json
-import os
 import socket
 import subprocess
-import sys
 import time
 
 import numpy as np

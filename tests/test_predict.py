@@ -10,7 +10,6 @@ import pytest
 from PIL import Image
 
 from mnist_plus import configs
-from mnist_plus import config as config_lib
 from mnist_plus.data import mnist as data
 from mnist_plus.tools import predict
 from mnist_plus.tools import trained

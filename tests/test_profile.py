@@ -5,7 +5,6 @@ import os
 
 import pytest
 
-from mnist_plus import cli
 from mnist_plus import config as config_lib
 from mnist_plus import train
 from mnist_plus.trainer import train_and_evaluate

@@ -13,7 +13,6 @@ import shutil
 import numpy as np
 import pytest
 
-from mnist_plus import cli
 from mnist_plus import config as config_lib
 from mnist_plus.runtime.checkpointing import Checkpointer
 from mnist_plus.errors import DivergedError
