@@ -20,7 +20,7 @@ import numpy as np
 from mnist_plus.training import metrics as metrics_lib
 from mnist_plus.data import sampler
 from mnist_plus.training.evaluation import eval_counts as eval_step
-from mnist_plus.training.step import train_step, zero_train_metrics
+from mnist_plus.training.step import make_train_step, train_step, zero_train_metrics
 
 EPS32 = float(np.finfo(np.float32).eps)
 
@@ -51,7 +51,7 @@ PERTURBATIONS: tuple[tuple[str, float | None, Callable[[sampler.Batch], sampler.
     ("batch rows rolled", None, lambda b: sampler.Batch(*(np.roll(x, 1, 0) for x in b))),
 )
 
-_STEP = jax.jit(train_step)
+_STEPS = {0.0: jax.jit(train_step)}  # by label smoothing: the step's one loss setting
 _EVAL = jax.jit(eval_step)
 
 
@@ -145,7 +145,7 @@ def train_epochs(state, images: np.ndarray, labels: np.ndarray, seed: int, epoch
                  batch_size: int, augment: sampler.Augment = sampler.NO_AUGMENT,
                  reorder: Callable[[sampler.Batch], sampler.Batch] = lambda b: b,
                  evaluate: Callable | None = None, extra_steps: int = 0,
-                 keep: Sequence[int] = ()):
+                 keep: Sequence[int] = (), label_smoothing: float = 0.0):
     """The host loop's training written out: `train_step` on `seed`'s batch stream.
 
     Returns the final state, a metrics row ({"epoch", "step", train and, with
@@ -153,6 +153,9 @@ def train_epochs(state, images: np.ndarray, labels: np.ndarray, seed: int, epoch
     {step: state} after each global step in `keep`. `extra_steps` >= 0 steps of
     the next epoch follow the last (for a deliberately wrong run: a step too many).
     """
+    if label_smoothing not in _STEPS:
+        _STEPS[label_smoothing] = jax.jit(make_train_step(label_smoothing))
+    step = _STEPS[label_smoothing]
     per_epoch = sampler.steps_per_epoch(len(labels), batch_size)
     total = epochs * per_epoch + extra_steps
     rows, kept, done, epoch = [], {}, 0, 0
@@ -162,7 +165,7 @@ def train_epochs(state, images: np.ndarray, labels: np.ndarray, seed: int, epoch
                                            augment=augment):
             if done == total:
                 break
-            state, sums = _STEP(state, reorder(batch), sums)
+            state, sums = step(state, reorder(batch), sums)
             done += 1
             if done in keep:
                 kept[done] = state

@@ -78,7 +78,8 @@ def calibration(prepared_tiny):
         def run(state=start, data_seed=seed, **kw):
             state, rows, kept = rounding.train_epochs(
                 state, images, mnist.train_labels, data_seed, config.epochs,
-                config.batch_size, sampler.augment_for(config), evaluate=evaluate, **kw)
+                config.batch_size, sampler.augment_for(config), evaluate=evaluate,
+                label_smoothing=config.label_smoothing, **kw)
             return rounding.float_leaves(state), rows, kept
 
         steps = config.epochs * STEPS_PER_EPOCH
