@@ -3,7 +3,7 @@ together and compare the sum accuracy on held-out pairs with that on seen pairs,
 fully connected adder (`--adder mlp`, fed with digit logits, softmax probabilities or the
 conv features) and for the adder with addition built in (`--adder shift`).
 
-    python experiments/adder.py [--epochs 5] [--seed 0] [--adders mlp,shift]
+    python -m experiments.adder [--epochs 5] [--seed 0] [--adders mlp,shift]
         [--adder-inputs logits] [--out experiments/results/adder]
 
 Each row is one training run (workdirs under --out; a finished one is reused), evaluated

@@ -1,6 +1,6 @@
 """Where a training step's time goes on this backend, and what XLA CPU settings change.
 
-    python experiments/cpu_profile.py [--width W] [--batch-size B]
+    python -m experiments.cpu_profile [--width W] [--batch-size B]
 
 Prints (1) the step split into forward, backward and optimizer update, (2) each
 conv layer's forward and forward+backward time, both as XLA's convolution and as
@@ -19,6 +19,8 @@ import subprocess
 import sys
 import time
 
+# The repository root: the flag runs start `python -m experiments.cpu_profile` from there.
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAG_SETS = {
     "default": "",
     "no Eigen multithreading": "--xla_cpu_multi_thread_eigen=false",
@@ -172,9 +174,9 @@ def main() -> None:
     print("\n## XLA CPU flags (train step ms, fresh process each)")
     for name, flags in FLAG_SETS.items():
         env = {**os.environ, "XLA_FLAGS": flags}
-        out = subprocess.run([sys.executable, __file__, "--width", str(width), "--batch-size",
-                              str(args.batch_size), "--step-only"], env=env, text=True,
-                             capture_output=True)
+        out = subprocess.run([sys.executable, "-m", "experiments.cpu_profile", "--width",
+                              str(width), "--batch-size", str(args.batch_size), "--step-only"],
+                             env=env, cwd=REPO, text=True, capture_output=True)
         figure = json.loads(out.stdout)["train step"] if out.returncode == 0 else float("nan")
         print(f"{name:>26}: {figure:7.2f} ms")
 

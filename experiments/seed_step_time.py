@@ -1,6 +1,6 @@
 """Time one multi-seed train step for several K and both seed maps (vmap, lax.map).
 
-    python experiments/seed_step_time.py --num-seeds 1,8 --batch-size 128
+    python -m experiments.seed_step_time --num-seeds 1,8 --batch-size 128
 
 Why: a full epoch of 8 seeds takes many minutes on a small CPU; the steady step time
 (median of repeats, after compilation, one device-resident [K, B] batch) answers
@@ -10,22 +10,19 @@ step time, time per seed-step, and the ratio to K=1 with the same seed map.
 
 from __future__ import annotations
 
-import os
 import statistics
 import sys
 import time
 from typing import Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import numpy as np
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-from mnist_plus.training import multiseed  # noqa: E402
-from mnist_plus.data import sampler  # noqa: E402
-from mnist_plus.cli import config_from_args, config_parser, run_main  # noqa: E402
-from mnist_plus.errors import UsageError  # noqa: E402
-from mnist_plus.training.step import zero_train_metrics  # noqa: E402
+from mnist_plus.training import multiseed
+from mnist_plus.data import sampler
+from mnist_plus.cli import config_from_args, config_parser, run_main
+from mnist_plus.errors import UsageError
+from mnist_plus.training.step import zero_train_metrics
 
 
 def step_seconds(config, num_seeds: int, seed_map: str, repeats: int, steps: int) -> float:
@@ -51,7 +48,7 @@ def step_seconds(config, num_seeds: int, seed_map: str, repeats: int, steps: int
 
 
 def _main(argv: Sequence[str] | None) -> None:
-    parser = config_parser("python experiments/seed_step_time.py", __doc__.splitlines()[0])
+    parser = config_parser("python -m experiments.seed_step_time", __doc__.splitlines()[0])
     parser.add_argument("--num-seeds", default="1,8", help="values of K, comma-separated")
     parser.add_argument("--seed-maps", default=",".join(multiseed.SEED_MAPS))
     parser.add_argument("--repeats", type=int, default=3)

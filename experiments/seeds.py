@@ -1,9 +1,9 @@
 """Train K seeds of one config at once (jax.vmap over seeds) and tabulate mean ± std.
 
-    python experiments/seeds.py --num-seeds 8 --epochs 1 --out runs/seeds8
+    python -m experiments.seeds --num-seeds 8 --epochs 1 --out runs/seeds8
 
 One program trains every seed (`--seed-map vmap`, the default, or `map`), sharded over
-the seed axis where there are several devices (see mnist_plus/multiseed.py).
+the seed axis where there are several devices (see mnist_plus/training/multiseed.py).
 
 Every config flag of `python -m mnist_plus.train` applies (`--seed` is the first seed
 of `--num-seeds`; `--seeds 0,3,7` picks them instead). Writes to `--out`:
@@ -22,20 +22,17 @@ import sys
 import time
 from typing import Any, Sequence
 
-# Run as a script from anywhere: import this checkout's mnist_plus, not an installed one.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from mnist_plus.data import mnist as data  # noqa: E402
-from mnist_plus.training import multiseed  # noqa: E402
-from mnist_plus.cli import config_from_args, config_parser, run_main  # noqa: E402
-from mnist_plus.errors import UsageError  # noqa: E402
+from mnist_plus.data import mnist as data
+from mnist_plus.training import multiseed
+from mnist_plus.cli import config_from_args, config_parser, run_main
+from mnist_plus.errors import UsageError
 
 TABLE_KEYS = ("test_digit_accuracy", "test_sum_accuracy", "test_exhaustive_sum_accuracy",
               "test_loss", "train_loss", "test_sum_agreement")
 
 
 def parse_args(argv: Sequence[str] | None = None):
-    parser = config_parser("python experiments/seeds.py",
+    parser = config_parser("python -m experiments.seeds",
                            "Train several seeds of one config as one vmapped program and "
                            "report per-seed metrics and their mean and standard deviation.")
     group = parser.add_argument_group("seeds")

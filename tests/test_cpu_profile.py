@@ -1,19 +1,11 @@
 """experiments/cpu_profile.py times each conv as the model has it: stride and padding."""
 
-import importlib.util
-import os
-
 import jax
 import numpy as np
 import pytest
 
+from experiments import cpu_profile
 from mnist_plus.model import MnistPlusNet, conv_specs
-from tests.conftest import REPO
-
-_spec = importlib.util.spec_from_file_location(
-    "cpu_profile", os.path.join(REPO, "experiments", "cpu_profile.py"))
-cpu_profile = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cpu_profile)
 
 
 def test_conv_specs_chain_the_digit_nets_sides():

@@ -231,14 +231,14 @@ def test_script_shards_seeds_over_two_devices_and_writes_tables(prepared_tiny, s
     c = _config(tfds_dir)
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=2"}
     result = subprocess.run(
-        [sys.executable, os.path.join(REPO, "experiments", "seeds.py"),
+        [sys.executable, "-m", "experiments.seeds",
          "--seeds", ",".join(map(str, SEEDS)), "--epochs", str(c.epochs), "--batch-size",
          str(c.batch_size), "--width", str(c.width), "--adder-hidden", str(c.adder_hidden),
          "--eval-batch-size", str(c.eval_batch_size), "--precise-bn", str(c.precise_bn),
          "--tfds-dir", tfds_dir, "--out", str(out)],
-        # with the progress bar, as a user runs it: its update returns True when it
-        # redraws, which once stopped every epoch after one step
-        cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=300)
+        # with the progress bar, as a user runs it (from the repository root): its update
+        # returns True when it redraws, which once stopped every epoch after one step
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "2 seeds [0, 1] in one program (vmap) on 2 of 2 cpu device(s)" in result.stdout
     rows = [json.loads(line) for line in (out / "per_seed.jsonl").read_text().splitlines()]
@@ -262,11 +262,8 @@ def test_script_shards_seeds_over_two_devices_and_writes_tables(prepared_tiny, s
     (["--seeds", "1", "--num-seeds", "2"], "not allowed with argument"),
 ])
 def test_script_rejects_bad_flags_in_one_line(flags, message, capsys):
-    sys.path.insert(0, os.path.join(REPO, "experiments"))
-    try:
-        import seeds as script
-    finally:
-        sys.path.pop(0)
+    from experiments import seeds as script
+
     with pytest.raises(SystemExit) as exit_info:
         script.main(flags)
     assert exit_info.value.code == 2
