@@ -28,7 +28,7 @@ import tempfile
 import time
 from typing import Any, Sequence
 
-from mnist_plus.tools import speedrun  # cpu_isa
+from mnist_plus.runtime import host
 from mnist_plus.errors import UsageError
 
 # The repository root: each worker runs `python -m experiments.xla_flags` from there.
@@ -233,7 +233,7 @@ def _main(argv: Sequence[str] | None) -> None:
     import jaxlib
 
     header = (f"XLA:CPU flags, default model, jax {jax.__version__} / jaxlib "
-              f"{jaxlib.__version__}, {os.cpu_count()} CPUs, ISA {speedrun.cpu_isa()}, "
+              f"{jaxlib.__version__}, {host.cpu_count()} CPUs, ISA {host.cpu_isa()}, "
               f"load average at start {os.getloadavg()[0]:.1f}")
     print(header, flush=True)
     runs: dict[str, list[dict]] = {n: [] for n in names}
