@@ -10,7 +10,9 @@ dispatch for it.
 Ours is `python -m mnist_plus.train`: its `timing.jsonl` gives each epoch's wall time
 with and without evaluation (the first epoch includes compiling the step), and
 `metrics.jsonl` the test accuracies after each epoch. PyTorch's is
-`experiments/pytorch_reference.py` (the write-up in PyTorch, an optional extra).
+`python -m mnist_plus.tools.pytorch_reference` (the write-up in PyTorch; torch is an
+optional extra). Both are modules of this package, so an installed package runs them as a
+source checkout does.
 """
 
 from __future__ import annotations
@@ -30,8 +32,7 @@ from mnist_plus.errors import MnistPlusError, UsageError
 from mnist_plus.runtime.host import cpu_isa
 from mnist_plus.training import metrics as metrics_lib
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PYTORCH_SCRIPT = os.path.join(REPO, "experiments", "pytorch_reference.py")
+PYTORCH_MODULE = "mnist_plus.tools.pytorch_reference"
 # The write-up's targets: 99% digit and 98% sum test accuracy.
 WRITEUP_TARGETS = (0.99, 0.98)
 
@@ -93,13 +94,11 @@ def run_ours(config: config_lib.Config, workdir: str, timeout: float = 3600) -> 
 def run_pytorch(mnist_dir: str, epochs: int, seed: int, threads: int | None, workdir: str,
                 targets: tuple[float, float] = WRITEUP_TARGETS, stop_at_target: bool = False,
                 timeout: float = 7200) -> dict[str, Any]:
-    """The write-up in PyTorch, in a fresh process; its JSON (see the script)."""
-    if not os.path.exists(PYTORCH_SCRIPT):
-        raise UsageError(f"--compare-pytorch needs {PYTORCH_SCRIPT} (a source checkout)")
+    """The write-up in PyTorch, in a fresh process; its JSON (see `pytorch_reference`)."""
     out = os.path.join(workdir, f"pytorch_seed{seed}.json")
-    args = [sys.executable, PYTORCH_SCRIPT, "--mnist-dir", mnist_dir, "--epochs", str(epochs),
-            "--seed", str(seed), "--target-digit", str(targets[0]), "--target-sum",
-            str(targets[1]), "--quiet", "--json", out]
+    args = [sys.executable, "-m", PYTORCH_MODULE, "--mnist-dir", mnist_dir, "--epochs",
+            str(epochs), "--seed", str(seed), "--target-digit", str(targets[0]),
+            "--target-sum", str(targets[1]), "--quiet", "--json", out]
     if threads:
         args += ["--threads", str(threads)]
     if stop_at_target:
