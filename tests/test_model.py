@@ -6,13 +6,15 @@ import numpy as np
 import optax
 import pytest
 
-from mnist_plus.model import MnistPlusNet, ShiftAdder, conv_specs, param_count
+from experiments.cpu_profile import conv_specs
+from mnist_plus.model import MnistPlusNet, ShiftAdder, param_count
 
 EPS32 = float(np.finfo(np.float32).eps)
 
 
 def _conv_shapes(model):
-    """(input side, in channels, out channels, kernel) of each conv of the digit net."""
+    """(input side, in channels, out channels, kernel) of each conv of the digit net, read
+    by the CPU profile's trace (experiments/cpu_profile.py: only it and these tests need it)."""
     return [spec[:4] for spec in conv_specs(model)]
 
 
