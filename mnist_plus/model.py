@@ -182,14 +182,6 @@ class MnistPlusNet(nn.Module):
         views = jnp.broadcast_to(view[:, None, :], (b, NUM_NUMBERS, view.shape[-1]))
         return self.adder(views, numbers)
 
-    def exhaustive_sum_logits(self, image: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Digit logits [B,10] and sum logits [B,10,19] for every number 0..9.
-
-        The conv net runs once per image; only the small adder runs ten times.
-        """
-        logits, features = self.digit_net(image, False)
-        return logits, self._all_numbers(self._adder_view(logits, features))
-
 
 # Model fields whose Config field has another name (`adder` would clash with the
 # submodule attribute `self.adder`, whose name fixes the parameters' paths and init keys).
