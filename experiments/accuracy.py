@@ -1,6 +1,6 @@
 """Final test accuracy of config variants over several seeds: mean ± std, min and max.
 
-    python experiments/accuracy.py --seeds 0,1,2,3,4 --out experiments/results/accuracy \\
+    python -m experiments.accuracy --seeds 0,1,2,3,4 --out experiments/results/accuracy \\
         --variant 'shift={"augment_rotate": 0, "augment_scale": 0, "augment_shear": 0}' \\
         --variant 'default={}'
 
@@ -26,11 +26,11 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Sequence
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-# Run as a script from anywhere: import this checkout's mnist_plus, not an installed one.
-sys.path.insert(0, ROOT)
+from mnist_plus.runtime import atomic
 
-from mnist_plus.runtime import atomic  # noqa: E402
+# The repository root: each run's `python -m mnist_plus.train` starts there, so it trains
+# this checkout's mnist_plus, as this script imports it.
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KEYS = ("test_digit_accuracy", "test_sum_accuracy", "test_exhaustive_sum_accuracy",
         "test_sum_agreement")
 

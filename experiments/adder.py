@@ -3,7 +3,7 @@ together and compare the sum accuracy on held-out pairs with that on seen pairs,
 fully connected adder (`--adder mlp`, fed with digit logits, softmax probabilities or the
 conv features) and for the adder with addition built in (`--adder shift`).
 
-    python experiments/adder.py [--epochs 5] [--seed 0] [--adders mlp,shift]
+    python -m experiments.adder [--epochs 5] [--seed 0] [--adders mlp,shift]
         [--adder-inputs logits] [--out experiments/results/adder]
 
 Each row is one training run (workdirs under --out; a finished one is reused), evaluated
@@ -26,7 +26,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from mnist_plus import configs
-from mnist_plus import config as config_lib
 from mnist_plus.data import mnist as data
 from mnist_plus.data import sampler
 from mnist_plus.tools import trained
@@ -73,8 +72,11 @@ def calibration_bins(confidence: np.ndarray, correct: np.ndarray,
 
 @functools.partial(jax.jit, static_argnums=0)
 def _exhaustive(model: MnistPlusNet, variables, image: jax.Array):
-    digit_logits, sum_logits = model.apply(variables, image,
-                                           method=MnistPlusNet.exhaustive_sum_logits)
+    # `heads` also answers for one given number; nothing reads that answer here, so any
+    # number will do (and jit drops its computation).
+    number = jnp.zeros((image.shape[0], sampler.NUM_NUMBERS), image.dtype)
+    digit_logits, _, sum_logits = model.apply(variables, image, number,
+                                              method=MnistPlusNet.heads)
     probs = jax.nn.softmax(sum_logits)                                   # [B, 10, 19]
     return jnp.argmax(digit_logits, -1), jnp.argmax(sum_logits, -1), jnp.max(probs, -1)
 
@@ -82,7 +84,7 @@ def _exhaustive(model: MnistPlusNet, variables, image: jax.Array):
 def exhaustive_predictions(run: trained.Trained, images: np.ndarray, batch_size: int = 1000
                            ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Predicted digit [N], and the predicted sum and its probability [N, 10] for every
-    number 0..9, from the sum head's softmax (`MnistPlusNet.exhaustive_sum_logits`)."""
+    number 0..9, from the sum head's softmax (`MnistPlusNet.heads`)."""
     parts = []
     normalised = sampler.normalise(images)
     for start in range(0, len(images), batch_size):

@@ -1,7 +1,7 @@
 """How many epochs and parameters does it take? Final test accuracy against the length
 of training and the model's width, over several seeds.
 
-    python experiments/capacity.py [--widths 8,16,24] [--epochs 1,3,10] [--seeds 0,1]
+    python -m experiments.capacity [--widths 8,16,24] [--epochs 1,3,10] [--seeds 0,1]
                                    [--out experiments/results/capacity]
 
 Each (width, epochs, seed) is its own run with its own one-cycle schedule, so "3
@@ -19,7 +19,6 @@ import os
 import numpy as np
 
 from mnist_plus import configs
-from mnist_plus import config as config_lib
 from mnist_plus.model import param_count
 from mnist_plus.training.state import create_state
 from mnist_plus.trainer import train_and_evaluate

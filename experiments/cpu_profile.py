@@ -1,6 +1,6 @@
 """Where a training step's time goes on this backend, and what XLA CPU settings change.
 
-    python experiments/cpu_profile.py [--width W] [--batch-size B]
+    python -m experiments.cpu_profile [--width W] [--batch-size B]
 
 Prints (1) the step split into forward, backward and optimizer update, (2) each
 conv layer's forward and forward+backward time, both as XLA's convolution and as
@@ -14,11 +14,16 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
+from typing import TYPE_CHECKING, NamedTuple
 
+if TYPE_CHECKING:
+    from mnist_plus.model import MnistPlusNet
+
+# The repository root: the flag runs start `python -m experiments.cpu_profile` from there.
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FLAG_SETS = {
     "default": "",
     "no Eigen multithreading": "--xla_cpu_multi_thread_eigen=false",
@@ -67,8 +72,54 @@ def step_ms(width: int, batch_size: int) -> dict[str, float]:
             "train step": _median_ms(step, state, batch, metrics)}
 
 
+class ConvSpec(NamedTuple):
+    """One conv of the digit net, as profiling needs it."""
+
+    side: int       # input height = width
+    cin: int
+    cout: int
+    kernel: int
+    stride: int
+    padding: str    # 'VALID' or 'SAME'
+
+    @property
+    def out_side(self) -> int:
+        if self.padding == "SAME":
+            return -(-self.side // self.stride)
+        return (self.side - self.kernel) // self.stride + 1
+
+
+def conv_specs(model: MnistPlusNet) -> list[ConvSpec]:
+    """Every conv of `model`'s digit net in order, read off a shape-only trace (so each
+    conv is timed with the stride and padding the model gives it)."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+
+    from mnist_plus.task import NUM_NUMBERS
+
+    image = jnp.zeros((1, 28, 28, 1), jnp.float32)
+    number = jnp.zeros((1, NUM_NUMBERS), jnp.float32)
+    specs: list[ConvSpec] = []
+
+    def record(next_fun, args, kwargs, context):
+        if isinstance(context.module, nn.Conv) and context.method_name == "__call__":
+            conv = context.module
+            stride = conv.strides if isinstance(conv.strides, int) else (conv.strides or (1,))[0]
+            specs.append(ConvSpec(args[0].shape[1], args[0].shape[-1], conv.features,
+                                  conv.kernel_size[0], stride, str(conv.padding)))
+        return next_fun(*args, **kwargs)
+
+    def init(key):
+        with nn.intercept_methods(record):
+            return model.init(key, image, number, train=False)
+
+    jax.eval_shape(init, jax.random.key(0))
+    return specs
+
+
 def xla_conv(x, w, spec):
-    """`spec`'s conv (`model.ConvSpec`) as XLA's convolution, as `nn.Conv` runs it."""
+    """`spec`'s conv (a `ConvSpec`) as XLA's convolution, as `nn.Conv` runs it."""
     import jax
 
     return jax.lax.conv_general_dilated(x, w, (spec.stride, spec.stride), spec.padding,
@@ -100,7 +151,7 @@ def conv_layers(width: int, batch_size: int) -> list[dict]:
     import jax.numpy as jnp
 
     from mnist_plus.config import Config
-    from mnist_plus.model import build_model, conv_specs
+    from mnist_plus.model import build_model
 
     rows = []
     specs = conv_specs(build_model(dataclasses.replace(Config(), width=width)))
@@ -172,9 +223,9 @@ def main() -> None:
     print("\n## XLA CPU flags (train step ms, fresh process each)")
     for name, flags in FLAG_SETS.items():
         env = {**os.environ, "XLA_FLAGS": flags}
-        out = subprocess.run([sys.executable, __file__, "--width", str(width), "--batch-size",
-                              str(args.batch_size), "--step-only"], env=env, text=True,
-                             capture_output=True)
+        out = subprocess.run([sys.executable, "-m", "experiments.cpu_profile", "--width",
+                              str(width), "--batch-size", str(args.batch_size), "--step-only"],
+                             env=env, cwd=REPO, text=True, capture_output=True)
         figure = json.loads(out.stdout)["train step"] if out.returncode == 0 else float("nan")
         print(f"{name:>26}: {figure:7.2f} ms")
 

@@ -1,6 +1,6 @@
 """Does an exponential moving average (EMA) of the weights raise test accuracy?
 
-    MNIST_PLUS_MNIST_DIR=../shared/data/mnist python experiments/ema.py --seeds 0,1 \
+    MNIST_PLUS_MNIST_DIR=../shared/data/mnist python -m experiments.ema --seeds 0,1 \
         --json experiments/results/ema.json
 
 Trains the default config per seed (the host loop's batches, `train_step` unchanged) and
@@ -15,21 +15,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from typing import Any, Callable, Sequence
 
 import jax
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
 from mnist_plus import configs
-from mnist_plus import config as config_lib  # noqa: E402
-from mnist_plus.data import mnist as data  # noqa: E402
-from mnist_plus.training import evaluation  # noqa: E402
-from mnist_plus.data import sampler  # noqa: E402
-from mnist_plus.training import state as state_lib  # noqa: E402
-from mnist_plus.training import metrics as metrics_lib  # noqa: E402
-from mnist_plus.training.step import train_step, zero_train_metrics  # noqa: E402
+from mnist_plus import config as config_lib
+from mnist_plus.data import mnist as data
+from mnist_plus.training import evaluation
+from mnist_plus.data import sampler
+from mnist_plus.training import state as state_lib
+from mnist_plus.training import metrics as metrics_lib
+from mnist_plus.training.step import train_step, zero_train_metrics
 
 
 def ema_update(decay: float, average: Any, current: Any) -> Any:

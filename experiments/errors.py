@@ -1,6 +1,6 @@
 """Which test digits do trained runs miss, and how many of those does every run miss?
 
-    MNIST_PLUS_MNIST_DIR=../shared/data/mnist python experiments/errors.py \\
+    MNIST_PLUS_MNIST_DIR=../shared/data/mnist python -m experiments.errors \\
         --json runs/errors.json --figure runs/errors.png runs/accuracy/runs/default \\
         runs/accuracy/runs/lw32aff
 
@@ -21,16 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from typing import Any, Sequence
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from mnist_plus.data import mnist as data  # noqa: E402
-from mnist_plus.data import sampler  # noqa: E402
-from mnist_plus.tools import trained  # noqa: E402
+from mnist_plus.data import mnist as data
+from mnist_plus.data import sampler
+from mnist_plus.tools import trained
 
 
 def workdirs(folder: str) -> list[str]:

@@ -1,7 +1,7 @@
 """Does a trained run fit its training data? Digit accuracy on the clean training images
 beside the test images, from the run's checkpoint.
 
-    python experiments/fit.py --workdir runs/accuracy/runs/default/s0 [--workdir ...]
+    python -m experiments.fit --workdir runs/accuracy/runs/default/s0 [--workdir ...]
 
 A model that gets its training images wrong about as often as its test images is held
 back by what it can fit (capacity, steps), and augmentation, which makes the training
@@ -16,18 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from typing import Sequence
 
 import numpy as np
 
-# Run as a script from anywhere: import this checkout's mnist_plus, not an installed one.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from mnist_plus.data import mnist as data  # noqa: E402
-from mnist_plus.tools import trained  # noqa: E402
-from mnist_plus.cli import run_main, usage_parser  # noqa: E402
+from mnist_plus.data import mnist as data
+from mnist_plus.tools import trained
+from mnist_plus.cli import run_main, usage_parser
 
 
 def digit_accuracy(run: trained.Trained, images: np.ndarray, labels: np.ndarray) -> float:
@@ -38,7 +34,7 @@ def digit_accuracy(run: trained.Trained, images: np.ndarray, labels: np.ndarray)
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = usage_parser("python experiments/fit.py",
+    parser = usage_parser("python -m experiments.fit",
                           "Digit accuracy of trained runs on the clean training and test sets.")
     parser.add_argument("--workdir", action="append", required=True,
                         help="a trained run's workdir (repeatable); its newest checkpoint")

@@ -1,6 +1,6 @@
 """Would `--precise-bn` have changed a finished run's test accuracy?
 
-    MNIST_PLUS_MNIST_DIR=../shared/data/mnist python experiments/precise_bn.py \
+    MNIST_PLUS_MNIST_DIR=../shared/data/mnist python -m experiments.precise_bn \
         --examples 10000 --json runs/precise_bn.json runs/accuracy/runs/*/s*
 
 For each trained workdir: the newest checkpoint's test metrics with the BatchNorm
@@ -17,17 +17,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 from typing import Any, Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from mnist_plus.training import batch_stats  # noqa: E402
-from mnist_plus.data import mnist as data  # noqa: E402
-from mnist_plus.training import evaluation  # noqa: E402
-from mnist_plus.tools import trained  # noqa: E402
-from mnist_plus.training import metrics as metrics_lib  # noqa: E402
-from mnist_plus.training.state import TrainState  # noqa: E402
+from mnist_plus.training import batch_stats
+from mnist_plus.data import mnist as data
+from mnist_plus.training import evaluation
+from mnist_plus.tools import trained
+from mnist_plus.training import metrics as metrics_lib
+from mnist_plus.training.state import TrainState
 
 KEYS = ("test_digit_accuracy", "test_sum_accuracy")
 

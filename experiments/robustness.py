@@ -1,6 +1,6 @@
 """How does a trained run hold up when the test digits move away from MNIST's framing?
 
-    python experiments/robustness.py --workdir runs/ [--workdir runs_b/ ...]
+    python -m experiments.robustness --workdir runs/ [--workdir runs_b/ ...]
                                      [--out experiments/results/robustness] [--limit N]
 
 Evaluates the newest checkpoint of each workdir on MNIST's test images under controlled
@@ -35,15 +35,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-# Run as a script from anywhere: import this checkout's mnist_plus, not an installed one.
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-
-from mnist_plus.data import mnist as data  # noqa: E402
-from mnist_plus.tools import predict  # noqa: E402
-from mnist_plus.data import sampler  # noqa: E402
-from mnist_plus.tools import trained  # noqa: E402
-from mnist_plus.cli import run_main, usage_parser  # noqa: E402
-from mnist_plus.errors import UsageError  # noqa: E402
+from mnist_plus.data import mnist as data
+from mnist_plus.tools import predict
+from mnist_plus.data import sampler
+from mnist_plus.tools import trained
+from mnist_plus.cli import run_main, usage_parser
+from mnist_plus.errors import UsageError
 
 SIZE = 28
 Images = np.ndarray  # uint8 [N, 28, 28]
@@ -327,7 +324,7 @@ def plot_examples(images: Images, path: str, count: int = 2) -> None:
 # --- command line ---------------------------------------------------------------------
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = usage_parser("python experiments/robustness.py",
+    parser = usage_parser("python -m experiments.robustness",
                           "Evaluate trained runs on shifted MNIST test images.")
     parser.add_argument("--workdir", action="append", required=True,
                         help="a trained run's workdir (repeat to compare runs)")

@@ -1,6 +1,6 @@
 """Time one multi-seed train step for several K and both seed maps (vmap, lax.map).
 
-    python experiments/seed_step_time.py --num-seeds 1,8 --batch-size 128
+    python -m experiments.seed_step_time --num-seeds 1,8 --batch-size 128
 
 Why: a full epoch of 8 seeds takes many minutes on a small CPU; the steady step time
 (median of repeats, after compilation, one device-resident [K, B] batch) answers
@@ -10,22 +10,22 @@ step time, time per seed-step, and the ratio to K=1 with the same seed map.
 
 from __future__ import annotations
 
-import os
+import dataclasses
 import statistics
 import sys
 import time
 from typing import Sequence
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import jax
+import numpy as np
 
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
-
-from mnist_plus.training import multiseed  # noqa: E402
-from mnist_plus.data import sampler  # noqa: E402
-from mnist_plus.cli import config_from_args, config_parser, run_main  # noqa: E402
-from mnist_plus.errors import UsageError  # noqa: E402
-from mnist_plus.training.step import zero_train_metrics  # noqa: E402
+from mnist_plus import config as config_lib
+from mnist_plus.training import multiseed
+from mnist_plus.training.state import create_state
+from mnist_plus.data import sampler
+from mnist_plus.cli import config_from_args, config_parser, run_main
+from mnist_plus.errors import UsageError
+from mnist_plus.training.step import zero_train_metrics
 
 
 def step_seconds(config, num_seeds: int, seed_map: str, repeats: int, steps: int) -> float:
@@ -36,7 +36,8 @@ def step_seconds(config, num_seeds: int, seed_map: str, repeats: int, steps: int
         rng.normal(size=(num_seeds, b, 28, 28, 1)).astype(np.float32),
         rng.integers(0, 10, (num_seeds, b)), rng.integers(0, 10, (num_seeds, b)),
         mask=np.ones((num_seeds, b), np.float32)))
-    state = jax.device_put(multiseed.initial_states(config, range(num_seeds), 100))
+    state = jax.device_put(multiseed.stack(
+        [create_state(dataclasses.replace(config, seed=s), 100) for s in range(num_seeds)]))
     metrics = jax.device_put(multiseed.stack([zero_train_metrics()] * num_seeds))
     step = multiseed.seeds_train_step(None, seed_map).lower(state, batch, metrics).compile()
     state, metrics = jax.block_until_ready(step(state, batch, metrics))
@@ -51,9 +52,9 @@ def step_seconds(config, num_seeds: int, seed_map: str, repeats: int, steps: int
 
 
 def _main(argv: Sequence[str] | None) -> None:
-    parser = config_parser("python experiments/seed_step_time.py", __doc__.splitlines()[0])
+    parser = config_parser("python -m experiments.seed_step_time", __doc__.splitlines()[0])
     parser.add_argument("--num-seeds", default="1,8", help="values of K, comma-separated")
-    parser.add_argument("--seed-maps", default=",".join(multiseed.SEED_MAPS))
+    parser.add_argument("--seed-maps", default=",".join(config_lib.SEED_MAPS))
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--steps", type=int, default=3, help="steps per timed repeat")
     args = parser.parse_args(argv)
@@ -62,9 +63,10 @@ def _main(argv: Sequence[str] | None) -> None:
     except ValueError:
         raise UsageError(f"--num-seeds {args.num_seeds!r} is invalid: give integers") from None
     maps = args.seed_maps.split(",")
-    if min(ks) < 1 or set(maps) - set(multiseed.SEED_MAPS) or args.repeats < 1 or args.steps < 1:
+    if (min(ks) < 1 or set(maps) - set(config_lib.SEED_MAPS) or args.repeats < 1
+            or args.steps < 1):
         raise UsageError("K, --repeats and --steps must be positive; seed maps are "
-                         + ", ".join(multiseed.SEED_MAPS))
+                         + ", ".join(config_lib.SEED_MAPS))
     config = config_from_args(args)
     print(f"backend {jax.default_backend()}, batch {config.batch_size} per seed, width "
           f"{config.width}; median of {args.repeats} x {args.steps} steps")

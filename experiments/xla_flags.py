@@ -1,6 +1,6 @@
 """Train-step time of the default model under candidate XLA:CPU flags, measured side by side.
 
-    python experiments/xla_flags.py --batch-sizes 128,512 --rounds 3 --json experiments/results/xla_flags.json
+    python -m experiments.xla_flags --batch-sizes 128,512 --rounds 3 --json experiments/results/xla_flags.json
 
 Why: XLA reads XLA_FLAGS once, at start-up, and an unknown flag aborts the process, so
 each setting runs in a fresh subprocess. The settings are interleaved (every round runs
@@ -28,11 +28,11 @@ import tempfile
 import time
 from typing import Any, Sequence
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, REPO)
+from mnist_plus.runtime import host
+from mnist_plus.errors import UsageError
 
-from mnist_plus.tools import speedrun  # noqa: E402  (cpu_isa)
-from mnist_plus.errors import UsageError  # noqa: E402
+# The repository root: each worker runs `python -m experiments.xla_flags` from there.
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # name -> XLA_FLAGS value. Defaults of jaxlib 0.10.2 (from its flag help): xnnpack on,
 # thunk runtime on (the flag is deprecated), prefer_vector_width 256 (so only 512 is a
@@ -106,13 +106,13 @@ def run_one(flags: str, args: argparse.Namespace, cache_root: str) -> dict:
     """
     cache = os.path.join(cache_root, hashlib.sha1(flags.encode()).hexdigest()[:12])
     env = {**os.environ, "XLA_FLAGS": flags, "JAX_PLATFORMS": "cpu",
-           "MNIST_PLUS_COMPILE_CACHE": cache,
-           "PYTHONPATH": os.pathsep.join(p for p in (REPO, os.environ.get("PYTHONPATH")) if p)}
-    cmd = [sys.executable, os.path.abspath(__file__), "--worker",
+           "MNIST_PLUS_COMPILE_CACHE": cache}
+    cmd = [sys.executable, "-m", "experiments.xla_flags", "--worker",
            "--batch-sizes", ",".join(map(str, args.batch_sizes)),
            "--repeats", str(args.repeats), "--min-repeat-seconds", str(args.min_repeat_seconds)]
     try:
-        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=args.timeout)
+        p = subprocess.run(cmd, env=env, cwd=REPO, capture_output=True, text=True,
+                           timeout=args.timeout)
     except subprocess.TimeoutExpired:
         return {"error": f"timed out after {args.timeout} s"}
     for line in p.stdout.splitlines():
@@ -192,7 +192,7 @@ def _ints(text: str) -> list[int]:
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     from mnist_plus.cli import usage_parser
 
-    p = usage_parser("python experiments/xla_flags.py",
+    p = usage_parser("python -m experiments.xla_flags",
                      "Train-step time under candidate XLA:CPU flags, interleaved runs.")
     p.add_argument("--batch-sizes", type=_ints, default=[128, 512], help="batch sizes to time")
     p.add_argument("--rounds", type=int, default=3, help="runs of every setting, interleaved")
@@ -233,7 +233,7 @@ def _main(argv: Sequence[str] | None) -> None:
     import jaxlib
 
     header = (f"XLA:CPU flags, default model, jax {jax.__version__} / jaxlib "
-              f"{jaxlib.__version__}, {os.cpu_count()} CPUs, ISA {speedrun.cpu_isa()}, "
+              f"{jaxlib.__version__}, {host.cpu_count()} CPUs, ISA {host.cpu_isa()}, "
               f"load average at start {os.getloadavg()[0]:.1f}")
     print(header, flush=True)
     runs: dict[str, list[dict]] = {n: [] for n in names}

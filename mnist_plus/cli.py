@@ -306,7 +306,7 @@ def benchmark_parser() -> argparse.ArgumentParser:
     speed.add_argument("--seeds", type=_int_list, default=[3], metavar="K|S1,S2,..",
                        help="with --time-to-accuracy: K seeds 0..K-1, or a list of seeds")
     speed.add_argument("--compare-pytorch", action="store_true",
-                       help="run the write-up in PyTorch (experiments/pytorch_reference.py, "
+                       help="run the write-up in PyTorch (mnist_plus.tools.pytorch_reference, "
                             "pip install -e '.[pytorch]') side by side: per epoch and per image "
                             "(alone), or its time to 99%% digit / 98%% sum (with "
                             "--time-to-accuracy)")

@@ -8,7 +8,7 @@ and fully connected layers map the 20 to 19 sum classes.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, NamedTuple
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -182,14 +182,6 @@ class MnistPlusNet(nn.Module):
         views = jnp.broadcast_to(view[:, None, :], (b, NUM_NUMBERS, view.shape[-1]))
         return self.adder(views, numbers)
 
-    def exhaustive_sum_logits(self, image: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Digit logits [B,10] and sum logits [B,10,19] for every number 0..9.
-
-        The conv net runs once per image; only the small adder runs ten times.
-        """
-        logits, features = self.digit_net(image, False)
-        return logits, self._all_numbers(self._adder_view(logits, features))
-
 
 # Model fields whose Config field has another name (`adder` would clash with the
 # submodule attribute `self.adder`, whose name fixes the parameters' paths and init keys).
@@ -208,45 +200,6 @@ def build_model(config: Any) -> MnistPlusNet:
     new model field is added to `MnistPlusNet` and `Config` and nowhere else."""
     return MnistPlusNet(**{name: getattr(config, _CONFIG_NAME.get(name, name))
                            for name in model_fields()})
-
-
-class ConvSpec(NamedTuple):
-    """One conv of the digit net, as profiling needs it."""
-
-    side: int       # input height = width
-    cin: int
-    cout: int
-    kernel: int
-    stride: int
-    padding: str    # 'VALID' or 'SAME'
-
-    @property
-    def out_side(self) -> int:
-        if self.padding == "SAME":
-            return -(-self.side // self.stride)
-        return (self.side - self.kernel) // self.stride + 1
-
-
-def conv_specs(model: MnistPlusNet) -> list[ConvSpec]:
-    """Every conv of `model`'s digit net in order, read off a shape-only trace."""
-    image = jnp.zeros((1, 28, 28, 1), jnp.float32)
-    number = jnp.zeros((1, NUM_NUMBERS), jnp.float32)
-    specs: list[ConvSpec] = []
-
-    def record(next_fun, args, kwargs, context):
-        if isinstance(context.module, nn.Conv) and context.method_name == "__call__":
-            conv = context.module
-            stride = conv.strides if isinstance(conv.strides, int) else (conv.strides or (1,))[0]
-            specs.append(ConvSpec(args[0].shape[1], args[0].shape[-1], conv.features,
-                                  conv.kernel_size[0], stride, str(conv.padding)))
-        return next_fun(*args, **kwargs)
-
-    def init(key):
-        with nn.intercept_methods(record):
-            return model.init(key, image, number, train=False)
-
-    jax.eval_shape(init, jax.random.key(0))
-    return specs
 
 
 def param_count(params: Any) -> int:

@@ -197,6 +197,14 @@ def evaluator(test_images: np.ndarray, test_labels: np.ndarray, seed: int,
     return evaluate
 
 
+def elastic_basis(side: int, grid: int) -> np.ndarray:
+    """[side * side, grid * grid]: `sampler.elastic_weights` as one matrix over row-major
+    pixels and control points (`field = basis @ values`): the whole field at once, which
+    the sampler never builds (it applies the separable weights)."""
+    weights = sampler.elastic_weights(side, grid)
+    return np.kron(weights, weights)
+
+
 def warp_bound(images: np.ndarray, maps: np.ndarray) -> float:
     """The most that NumPy's and XLA's `sampler.warp` of `images` by `maps` can differ,
     from what the code guarantees rather than from one machine's rounding.
@@ -221,7 +229,7 @@ def warp_bound(images: np.ndarray, maps: np.ndarray) -> float:
     magnitude = (maps[:, :, 0] + maps[:, :, 1]) * offset + (side - 1) / 2   # [N, 2]
     terms = 3
     if maps.shape[-1] > 2:
-        basis = np.abs(sampler.elastic_basis(side, int(np.sqrt(maps.shape[-1] - 2))))
+        basis = np.abs(elastic_basis(side, int(np.sqrt(maps.shape[-1] - 2))))
         magnitude = magnitude + (maps[:, :, 2:] @ basis.T.astype(np.float64)).max(axis=-1)
         terms += maps.shape[-1] - 2
     coordinate = 2 * (terms + 1) * u * magnitude.max(axis=0)              # [row, column]

@@ -1,17 +1,10 @@
 """experiments/accuracy.py: variants parse, runs merge by (variant, seed), tables add up."""
 
-import importlib.util
 import json
-import os
 
 import pytest
 
-from tests.conftest import REPO
-
-_spec = importlib.util.spec_from_file_location(
-    "accuracy", os.path.join(REPO, "experiments", "accuracy.py"))
-accuracy = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(accuracy)
+from experiments import accuracy
 
 
 def _row(variant, seed, digit):

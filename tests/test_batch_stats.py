@@ -1,7 +1,6 @@
 """--precise-bn: BatchNorm statistics recomputed from clean training images after each
 epoch (mnist_plus/batch_stats.py)."""
 
-import importlib.util
 import json
 import os
 
@@ -9,6 +8,8 @@ import jax
 import numpy as np
 import pytest
 
+from experiments import precise_bn as precise_bn_experiment
+from mnist_plus import cli
 from mnist_plus.training import batch_stats
 from mnist_plus.data import mnist as data
 from mnist_plus.data import sampler
@@ -16,13 +17,8 @@ from mnist_plus import config as config_lib
 from mnist_plus.errors import UsageError
 from mnist_plus.model import BN_MOMENTUM
 from mnist_plus.training.state import create_state
-from tests.conftest import (REPO, TINY_STEPS_PER_EPOCH, final_state_leaves, tiny_config,
+from tests.conftest import (TINY_STEPS_PER_EPOCH, final_state_leaves, tiny_config,
                             tiny_flags)
-
-_spec = importlib.util.spec_from_file_location(
-    "precise_bn", os.path.join(REPO, "experiments", "precise_bn.py"))
-precise_bn_experiment = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(precise_bn_experiment)
 
 
 def _state_and_images(batch_size=8, n=16):

@@ -14,7 +14,7 @@ from mnist_plus import configs
 from mnist_plus.tools import benchmark
 from mnist_plus.tools import benchmark_format
 from mnist_plus.tools import benchmark_timing
-from mnist_plus.tools import speedrun
+from mnist_plus.runtime import host as host_lib
 from mnist_plus import config as config_lib
 from tests.conftest import REPO
 
@@ -51,7 +51,7 @@ def test_benchmark_cli_reports_every_figure(tmp_path):
     r = json.loads(out.read_text())
     assert r["backend"] and r["data"] == "synthetic" and r["train_examples"] == 256
     # Speed moves with the vector ISA: every figure says which CPU it came from.
-    assert r["cpu_isa"] == speedrun.cpu_isa() and r["cpu_count"] == os.cpu_count()
+    assert r["cpu_isa"] == host_lib.cpu_isa() and r["cpu_count"] == os.cpu_count()
     assert f"host CPU {r['cpu_isa']} with {r['cpu_count']} cores" in result.stdout
 
     positive = {

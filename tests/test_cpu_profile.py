@@ -1,19 +1,11 @@
 """experiments/cpu_profile.py times each conv as the model has it: stride and padding."""
 
-import importlib.util
-import os
-
 import jax
 import numpy as np
 import pytest
 
-from mnist_plus.model import MnistPlusNet, conv_specs
-from tests.conftest import REPO
-
-_spec = importlib.util.spec_from_file_location(
-    "cpu_profile", os.path.join(REPO, "experiments", "cpu_profile.py"))
-cpu_profile = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(cpu_profile)
+from experiments import cpu_profile
+from mnist_plus.model import MnistPlusNet
 
 
 def test_conv_specs_chain_the_digit_nets_sides():
@@ -21,11 +13,11 @@ def test_conv_specs_chain_the_digit_nets_sides():
     with the stride of the patch stem and the padding of the 'same' blocks right."""
     for model, pools in ((MnistPlusNet(), {}), (MnistPlusNet(late_width=32, extra_convs=4), {}),
                          (MnistPlusNet(stem="conv", extra_convs=0), {0})):
-        specs = conv_specs(model)
+        specs = cpu_profile.conv_specs(model)
         for i, (a, b) in enumerate(zip(specs, specs[1:])):
             assert (a.out_side // 2 if i in pools else a.out_side) == b.side, (a, b)
         assert specs[-1].out_side == 5  # the 1x1 head over 5x5 features
-    stem = conv_specs(MnistPlusNet())[0]
+    stem = cpu_profile.conv_specs(MnistPlusNet())[0]
     assert (stem.kernel, stem.stride, stem.out_side) == (4, 2, 13)
 
 
@@ -35,7 +27,7 @@ def test_im2col_is_the_same_conv_as_xla(model):
     |a - b| <= 2 n eps sum|x_i w_i| at each output, the sum of magnitudes being the same
     conv of |x| and |w|. So the im2col timings are of the same computation."""
     eps = np.finfo(np.float32).eps
-    for i, spec in enumerate(conv_specs(model)):
+    for i, spec in enumerate(cpu_profile.conv_specs(model)):
         kx, kw = jax.random.split(jax.random.key(i))
         x = jax.random.normal(kx, (3, spec.side, spec.side, spec.cin))
         w = jax.random.normal(kw, (spec.kernel, spec.kernel, spec.cin, spec.cout))

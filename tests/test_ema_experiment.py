@@ -1,18 +1,12 @@
 """experiments/ema.py: the averages are updated where the step runs and evaluated alike."""
 
-import importlib.util
-import os
-
 import pytest
 
+from experiments import ema
 from mnist_plus.data import mnist as data
 from mnist_plus.training import evaluation
 from mnist_plus.training import state as state_lib
-from tests.conftest import REPO, tiny_config
-
-_spec = importlib.util.spec_from_file_location("ema", os.path.join(REPO, "experiments", "ema.py"))
-ema = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(ema)
+from tests.conftest import tiny_config
 
 
 @pytest.mark.slow

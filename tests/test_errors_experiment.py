@@ -1,20 +1,14 @@
 """experiments/errors.py: per-run errors, the errors runs share, and their ensemble."""
 
-import importlib.util
 import json
 import os
 
 import numpy as np
 import pytest
 
+from experiments import errors
 from mnist_plus.data import mnist as data
 from mnist_plus.tools import trained
-from tests.conftest import REPO
-
-_spec = importlib.util.spec_from_file_location("errors",
-                                               os.path.join(REPO, "experiments", "errors.py"))
-errors = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(errors)
 
 
 def _probs(answers, confidence=0.9):

@@ -1,18 +1,13 @@
 """experiments/fit.py: its test accuracy is the run's own evaluation, so its training-set
 accuracy, computed the same way, is comparable with it."""
 
-import importlib.util
 import json
 import os
 
 import pytest
 
+from experiments import fit
 from mnist_plus.data import mnist as data
-from tests.conftest import REPO
-
-_spec = importlib.util.spec_from_file_location("fit", os.path.join(REPO, "experiments", "fit.py"))
-fit = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(fit)
 
 
 def test_fit_reports_the_runs_own_test_accuracy_and_its_training_accuracy(

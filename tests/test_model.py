@@ -6,13 +6,15 @@ import numpy as np
 import optax
 import pytest
 
-from mnist_plus.model import MnistPlusNet, ShiftAdder, conv_specs, param_count
+from experiments.cpu_profile import conv_specs
+from mnist_plus.model import MnistPlusNet, ShiftAdder, param_count
 
 EPS32 = float(np.finfo(np.float32).eps)
 
 
 def _conv_shapes(model):
-    """(input side, in channels, out channels, kernel) of each conv of the digit net."""
+    """(input side, in channels, out channels, kernel) of each conv of the digit net, read
+    by the CPU profile's trace (experiments/cpu_profile.py: only it and these tests need it)."""
     return [spec[:4] for spec in conv_specs(model)]
 
 
@@ -40,8 +42,12 @@ def test_exhaustive_logits_match_one_number_at_a_time():
     rng = np.random.default_rng(0)
     image = jnp.asarray(rng.normal(size=(2, 28, 28, 1)), jnp.float32)
     variables = net.init(jax.random.key(1), image, jnp.zeros((2, 10)))
-    digit_all, sums_all = net.apply(variables, image, method=MnistPlusNet.exhaustive_sum_logits)
+    number = jax.nn.one_hot(jnp.array([3, 7]), 10)
+    digit_all, total_one, sums_all = net.apply(variables, image, number,
+                                               method=MnistPlusNet.heads)
     assert sums_all.shape == (2, 10, 19)
+    # `heads`' one-number answer is the plain forward's, the same ops on the same shapes.
+    np.testing.assert_array_equal(total_one, net.apply(variables, image, number)[1])
     for n in range(10):
         digit, total = net.apply(variables, image, jax.nn.one_hot(jnp.array([n, n]), 10))
         # The adder runs on [2, 10, 20] here and [2, 20] there: other matmul shapes may
@@ -148,7 +154,8 @@ def test_shift_adder_sum_is_argmax_digit_plus_number_for_every_number():
     # Exact by construction: the sum logits in range are bit copies of the digit logits and
     # the impossible sums lie below all of them, so no tolerance is involved.
     net, image, variables = _shift_net_and_variables()
-    digit_all, sums_all = net.apply(variables, image, method=MnistPlusNet.exhaustive_sum_logits)
+    digit_all, _, sums_all = net.apply(variables, image, jnp.zeros((4, 10)),
+                                       method=MnistPlusNet.heads)
     assert digit_all.shape == (4, 10) and sums_all.shape == (4, 10, 19)
     digit = np.argmax(digit_all, -1)
     for n in range(10):

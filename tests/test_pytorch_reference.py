@@ -1,7 +1,8 @@
-"""The PyTorch baseline (experiments/pytorch_reference.py) on tiny generated MNIST folders.
+"""The PyTorch baseline (mnist_plus.tools.pytorch_reference) on tiny generated MNIST folders.
 
-Skipped where torch is not installed (it is an optional extra: `pip install -e '.[pytorch]'`).
-These pin down what `mnist_plus.benchmark` will read from its JSON, not speed.
+Skipped where torch is not installed (it is an optional extra: `pip install -e '.[pytorch]'`),
+except the check that the module imports without it. These pin down what
+`mnist_plus.benchmark` will read from its JSON, not speed.
 """
 
 from __future__ import annotations
@@ -17,11 +18,11 @@ import pytest
 
 from tests.conftest import REPO, write_tiny_mnist
 
-torch = pytest.importorskip(
-    "torch", reason="PyTorch is not installed; pip install -e '.[pytorch]' to test the "
-                    "PyTorch reference")
+needs_torch = pytest.mark.skipif(
+    importlib.util.find_spec("torch") is None,
+    reason="PyTorch is not installed; pip install -e '.[pytorch]' to test the PyTorch reference")
 
-SCRIPT = os.path.join(REPO, "experiments", "pytorch_reference.py")
+MODULE = "mnist_plus.tools.pytorch_reference"
 EPOCH_KEYS = {"epoch", "steps", "train_images", "train_seconds", "data_seconds",
               "eval_seconds",
               "epoch_seconds", "images_per_second", "train_loss", "test_loss",
@@ -35,17 +36,30 @@ TOP_KEYS = {"format", "framework", "torch_version", "threads", "cpu_isa", "cpu_f
 
 @pytest.fixture(scope="module")
 def reference():
-    spec = importlib.util.spec_from_file_location("pytorch_reference", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    from mnist_plus.tools import pytorch_reference
+
+    return pytorch_reference
 
 
 def _script(*flags: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, SCRIPT, *flags], cwd=REPO, capture_output=True,
-                          text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", MODULE, *flags], cwd=REPO, capture_output=True,
+                          text=True, timeout=300, env={**os.environ, "PYTHONPATH": REPO})
 
 
+def test_module_imports_without_torch_or_jax_and_asks_for_torch_in_one_line():
+    """The package must import without its optional extra; run without torch (its import
+    made to fail here, where torch may be installed), the CLI says how to install it."""
+    code = ("import sys; sys.modules['torch'] = None; "
+            "from mnist_plus.tools import pytorch_reference; "
+            "print('jax' in sys.modules, flush=True); pytorch_reference.main(['--epochs', '1'])")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env={**os.environ, "PYTHONPATH": REPO})
+    assert proc.returncode == 2 and proc.stdout.strip() == "False"
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "PyTorch is not installed" in proc.stderr and "[pytorch]" in proc.stderr
+
+
+@needs_torch
 def test_dataset_items_are_the_writeups_image_digit_onehot_and_sum(reference, tmp_path):
     x, y = reference.load_split(write_tiny_mnist(str(tmp_path / "idx")), "test")
     numbers = np.arange(len(y)) % 10
@@ -61,8 +75,11 @@ def test_dataset_items_are_the_writeups_image_digit_onehot_and_sum(reference, tm
     assert float(x.min()) >= (0 - 0.1307) / 0.3081 - 1e-6
 
 
+@needs_torch
 @pytest.mark.slow
 def test_run_learns_tiny_digits_and_reports_every_field(reference, tmp_path):
+    import torch
+
     folder = write_tiny_mnist(str(tmp_path / "idx"), n_train=512, n_test=128)
     out = tmp_path / "torch.json"
     result = reference.run(
@@ -102,6 +119,7 @@ def test_run_learns_tiny_digits_and_reports_every_field(reference, tmp_path):
     assert result["time_to_target_train_seconds"] == first["elapsed_train_seconds"]
 
 
+@needs_torch
 @pytest.mark.slow
 def test_cli_caps_steps_per_epoch_and_prints_a_line_per_epoch(tmp_path):
     folder = write_tiny_mnist(str(tmp_path / "idx"))
@@ -119,6 +137,7 @@ def test_cli_caps_steps_per_epoch_and_prints_a_line_per_epoch(tmp_path):
     assert result["time_to_target_seconds"] is None
 
 
+@needs_torch
 @pytest.mark.slow
 def test_no_mnist_folder_is_a_one_line_usage_error(tmp_path):
     proc = _script("--epochs", "1")  # conftest removes MNIST_PLUS_MNIST_DIR

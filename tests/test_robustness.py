@@ -1,17 +1,10 @@
 """The image shifts of experiments/robustness.py do what they say (NumPy/PIL only)."""
 
-import importlib.util
-import os
-
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, synthetic_digits
-
-_spec = importlib.util.spec_from_file_location(
-    "robustness", os.path.join(REPO, "experiments", "robustness.py"))
-robustness = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(robustness)
+from experiments import robustness
+from tests.conftest import synthetic_digits
 
 
 def _square(side, value=255):

@@ -217,7 +217,7 @@ def test_elastic_displacement_is_the_configured_pixel_distance_and_leaves_the_af
     maps = sampler.epoch_warps(0, 0, 5000, ELASTIC._replace(rotate=10.0))
     grid = sampler.ELASTIC_GRID
     assert maps.shape == (5000, 2, 2 + grid * grid) and maps.dtype == np.float32
-    field = maps[:, :, 2:].astype(np.float64) @ sampler.elastic_basis(28, grid).T
+    field = maps[:, :, 2:].astype(np.float64) @ rounding.elastic_basis(28, grid).T
     rms = np.sqrt(np.mean(field ** 2))
     assert abs(rms - 1.4) < 0.03 * 1.4      # expected exactly 1.4; ~0.3% sampling spread
     # Smooth: neighbouring pixels move nearly alike, pixels far apart independently.

@@ -1,18 +1,10 @@
 """experiments/xla_flags.py: its worker runs today's step (it once called a function that
 had moved), and a baseline that never ran is one line, not a traceback."""
 
-import importlib.util
-import os
-
 import pytest
 
+from experiments import xla_flags
 from mnist_plus.errors import UsageError
-from tests.conftest import REPO
-
-_spec = importlib.util.spec_from_file_location(
-    "xla_flags", os.path.join(REPO, "experiments", "xla_flags.py"))
-xla_flags = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(xla_flags)
 
 
 @pytest.mark.slow

@@ -167,13 +167,6 @@ def elastic_weights(side: int, grid: int) -> np.ndarray:
     return weights
 
 
-def elastic_basis(side: int, grid: int) -> np.ndarray:
-    """[side * side, grid * grid]: `elastic_weights` as one matrix over row-major pixels
-    and control points (`field = basis @ values`), for analysis and tests."""
-    weights = elastic_weights(side, grid)
-    return np.kron(weights, weights)
-
-
 def elastic_field(values, side: int, xp=np):
     """[B, side * side] displacements (row-major pixels) from control values [B, grid²].
 

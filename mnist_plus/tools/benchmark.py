@@ -34,7 +34,7 @@ from typing import Any, Callable, Sequence
 import jax
 import jax.numpy as jnp
 
-from mnist_plus.runtime import compile_cache
+from mnist_plus.runtime import compile_cache, host
 from mnist_plus import config as config_lib
 from mnist_plus.training import batch_stats
 from mnist_plus.data import mnist as data
@@ -249,13 +249,11 @@ def first_step_probe(args: argparse.Namespace, config: config_lib.Config) -> dic
 
 def bench_first_step(argv: Sequence[str], timeout: float = 600) -> dict[str, Any]:
     """Run the probe in a new Python process, so imports and compiles start cold."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    env = speedrun.child_env()
     env[LAUNCH_ENV] = repr(time.time())
     result = subprocess.run([sys.executable, "-m", "mnist_plus.benchmark", *argv,
-                             "--first-step-only"], cwd=root, env=env, capture_output=True,
-                            text=True, timeout=timeout)
+                             "--first-step-only"], env=env, capture_output=True, text=True,
+                            timeout=timeout)
     for line in reversed(result.stdout.splitlines()):
         if line.startswith(FIRST_STEP_MARKER):
             return json.loads(line[len(FIRST_STEP_MARKER):])
@@ -321,7 +319,7 @@ def measure(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
     return {
         "backend": backend, "device_kind": device.device_kind,
         "num_devices": len(jax.devices()), "jax_version": jax.__version__,
-        "cpu_isa": speedrun.cpu_isa(), "cpu_count": os.cpu_count(),
+        "cpu_isa": host.cpu_isa(), "cpu_count": host.cpu_count(),
         "data": "mnist" if args.real_mnist else "synthetic", "train_examples": n_train,
         "test_examples": len(mnist.test_labels), "repeats": args.repeats,
         "config": config_lib.to_dict(config), "matmul": matmul, "train_step": steps,
@@ -347,7 +345,7 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError("--compare-pytorch reads the MNIST IDX files: pass --mnist-dir DIR or "
                          "set MNIST_PLUS_MNIST_DIR")
     log = lambda s: print(s, flush=True)  # noqa: E731
-    log(f"CPU vector ISA: {speedrun.cpu_isa()}; backend {jax.default_backend()}")
+    log(f"CPU vector ISA: {host.cpu_isa()}; backend {jax.default_backend()}")
     if args.time_to_accuracy:
         seeds = (list(range(args.seeds[0])) if len(args.seeds) == 1 else args.seeds)
         return speedrun.time_to_accuracy(_speed_config(args), args.time_to_accuracy,

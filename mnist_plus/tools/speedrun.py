@@ -4,12 +4,15 @@
 and `python -m mnist_plus.benchmark --compare-pytorch` land here. Every training is a
 fresh subprocess, one after another on the same machine in the same session, so the two
 frameworks pay the same start-up costs and see the same load; the CPU's vector ISA is
-printed beside every figure, since XLA:CPU and PyTorch both compile or dispatch for it.
+printed beside every figure (`runtime.host`), since XLA:CPU and PyTorch both compile or
+dispatch for it.
 
 Ours is `python -m mnist_plus.train`: its `timing.jsonl` gives each epoch's wall time
 with and without evaluation (the first epoch includes compiling the step), and
 `metrics.jsonl` the test accuracies after each epoch. PyTorch's is
-`experiments/pytorch_reference.py` (the write-up in PyTorch, an optional extra).
+`python -m mnist_plus.tools.pytorch_reference` (the write-up in PyTorch; torch is an
+optional extra). Both are modules of this package, so an installed package runs them as a
+source checkout does.
 """
 
 from __future__ import annotations
@@ -23,28 +26,25 @@ import sys
 import tempfile
 from typing import Any, Callable, Sequence
 
+import mnist_plus
 from mnist_plus import config as config_lib
-from mnist_plus.training import metrics as metrics_lib
 from mnist_plus.errors import MnistPlusError, UsageError
+from mnist_plus.runtime.host import cpu_isa
+from mnist_plus.training import metrics as metrics_lib
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-PYTORCH_SCRIPT = os.path.join(REPO, "experiments", "pytorch_reference.py")
+PYTORCH_MODULE = "mnist_plus.tools.pytorch_reference"
 # The write-up's targets: 99% digit and 98% sum test accuracy.
 WRITEUP_TARGETS = (0.99, 0.98)
 
 
-def cpu_isa() -> str:
-    """The widest x86 vector extension this CPU has: amx, avx512, avx2 or other."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f
-                          if line.startswith("flags")), [])
-    except OSError:
-        return "unknown"
-    for name, flag in (("amx", "amx_tile"), ("avx512", "avx512f"), ("avx2", "avx2")):
-        if flag in flags:
-            return name
-    return "other"
+def child_env() -> dict[str, str]:
+    """The environment for a `python -m mnist_plus...` child: the folder that holds this
+    mnist_plus first on PYTHONPATH, so the child runs the same code as this process (a
+    source checkout or an install alike), from whatever working directory."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(mnist_plus.__file__)))
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (root, env.get("PYTHONPATH")) if p)
+    return env
 
 
 def _config_flags(config: config_lib.Config) -> list[str]:
@@ -65,7 +65,8 @@ def run_ours(config: config_lib.Config, workdir: str, timeout: float = 3600) -> 
     images/s of training, test accuracies; and the process's start-up figures."""
     args = [sys.executable, "-m", "mnist_plus.train", "--workdir", workdir, "--fresh",
             "--no-report", "--no-progress", *_config_flags(config)]
-    result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(args, env=child_env(), capture_output=True, text=True,
+                            timeout=timeout)
     if result.returncode != 0:
         raise MnistPlusError(f"training for the comparison failed (exit "
                              f"{result.returncode}): "
@@ -93,18 +94,17 @@ def run_ours(config: config_lib.Config, workdir: str, timeout: float = 3600) -> 
 def run_pytorch(mnist_dir: str, epochs: int, seed: int, threads: int | None, workdir: str,
                 targets: tuple[float, float] = WRITEUP_TARGETS, stop_at_target: bool = False,
                 timeout: float = 7200) -> dict[str, Any]:
-    """The write-up in PyTorch, in a fresh process; its JSON (see the script)."""
-    if not os.path.exists(PYTORCH_SCRIPT):
-        raise UsageError(f"--compare-pytorch needs {PYTORCH_SCRIPT} (a source checkout)")
+    """The write-up in PyTorch, in a fresh process; its JSON (see `pytorch_reference`)."""
     out = os.path.join(workdir, f"pytorch_seed{seed}.json")
-    args = [sys.executable, PYTORCH_SCRIPT, "--mnist-dir", mnist_dir, "--epochs", str(epochs),
-            "--seed", str(seed), "--target-digit", str(targets[0]), "--target-sum",
-            str(targets[1]), "--quiet", "--json", out]
+    args = [sys.executable, "-m", PYTORCH_MODULE, "--mnist-dir", mnist_dir, "--epochs",
+            str(epochs), "--seed", str(seed), "--target-digit", str(targets[0]),
+            "--target-sum", str(targets[1]), "--quiet", "--json", out]
     if threads:
         args += ["--threads", str(threads)]
     if stop_at_target:
         args.append("--stop-at-target")
-    result = subprocess.run(args, cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    result = subprocess.run(args, env=child_env(), capture_output=True, text=True,
+                            timeout=timeout)
     if result.returncode != 0:
         last = (result.stderr.strip().splitlines() or ["no output"])[-1]
         if result.returncode == 2:

@@ -1,6 +1,6 @@
 """The PyTorch write-up, re-implemented, so that it can be timed beside mnist_plus.
 
-    python experiments/pytorch_reference.py --mnist-dir DIR --epochs 2 --json OUT.json
+    python -m mnist_plus.tools.pytorch_reference --mnist-dir DIR --epochs 2 --json OUT.json
 
 Implements /work/shared/seed/mnist-plus-num-writeup.md as written: its `MnistPlusNum`
 Dataset (normalised image, its label, a random number 0-9 one-hot [1, 10] drawn with
@@ -10,7 +10,7 @@ layers to 19 classes, and the sum of two `F.cross_entropy` losses (digit, sum).
 
 What the write-up leaves open, and what is chosen here (each one a flag):
 - it reads MNIST through torchvision (with download); this reads the same IDX files
-  as mnist_plus (`mnist_plus.idx`, NumPy only) and normalises them exactly as
+  as mnist_plus (`mnist_plus.data.idx`, NumPy only) and normalises them exactly as
   `ToTensor()` + `Normalize((0.1307,), (0.3081,))` do: x / 255, then (x - mean) / std,
   in float32. Done once for the whole split rather than per item (same values);
 - it names neither the optimizer nor its settings: SGD with lr 0.01 and momentum 0.9
@@ -26,8 +26,12 @@ What the write-up leaves open, and what is chosen here (each one a flag):
 
 After every epoch it evaluates on the whole test split, prints one line and rewrites
 the JSON (so a run cut short still leaves its finished epochs). `run(argv)` does the
-same from Python and returns the JSON's dict; `mnist_plus.benchmark` runs this file as
-a subprocess and reads the JSON.
+same from Python and returns the JSON's dict; `mnist_plus.benchmark --compare-pytorch`
+runs this module as a subprocess and reads the JSON.
+
+torch is an optional extra (`pip install -e '.[pytorch]'`). Nothing else in mnist_plus
+imports this module, and it imports without torch (`run` then says how to install it),
+so the package never needs torch.
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+from mnist_plus.errors import UsageError
+from mnist_plus.runtime import atomic, host
 
 try:
     import torch
@@ -62,18 +67,6 @@ except ImportError as e:  # run() says how to install it; the module still impor
 
 MEAN, STD = 0.1307, 0.3081  # the write-up's Normalize((0.1307,), (0.3081,))
 JSON_FORMAT = 1  # bump when a key of the JSON changes meaning
-
-
-class UsageError(Exception):
-    """Bad flags or input: one line on stderr, exit status 2 (as mnist_plus's CLIs)."""
-
-
-def _usage_error_type() -> type[Exception]:
-    try:
-        from mnist_plus.errors import UsageError as ProjectUsageError
-        return ProjectUsageError
-    except ImportError:
-        return UsageError
 
 
 def load_split(folder: str, split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -152,39 +145,20 @@ class Net(nn.Module):
         return digit, self.fc(both)
 
 
-def cpu_isa() -> dict[str, Any]:
-    """The CPU's vector ISA from /proc/cpuinfo, and what torch dispatches to."""
-    flags: set[str] = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    break
-    except OSError:
-        pass
-    best = ("amx" if "amx_tile" in flags else "avx512" if "avx512f" in flags
-            else "avx2" if "avx2" in flags else "unknown" if not flags else "other")
-    found = {name: name in flags for name in ("avx2", "avx512f", "avx512_bf16", "amx_tile")}
+def host_info() -> dict[str, Any]:
+    """The CPU's vector ISA, flags and model (`runtime.host`, as the benchmark reports
+    them), and the ISA torch dispatches its CPU kernels to."""
+    flags = host.cpu_flags() or set()
     capability = None
     if torch is not None:
         try:
             capability = torch.backends.cpu.get_cpu_capability()
         except AttributeError:
             pass
-    return {"cpu_isa": best, "cpu_flags": found, "torch_cpu_capability": capability,
-            "cpu_model": _cpu_model()}
-
-
-def _cpu_model() -> str | None:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or None
+    return {"cpu_isa": host.cpu_isa(),
+            "cpu_flags": {name: name in flags
+                          for name in ("avx2", "avx512f", "avx512_bf16", "amx_tile")},
+            "torch_cpu_capability": capability, "cpu_model": host.cpu_model()}
 
 
 def evaluate(model: Net, loader) -> dict[str, float]:
@@ -210,7 +184,7 @@ def evaluate(model: Net, loader) -> dict[str, float]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python experiments/pytorch_reference.py",
+        prog="python -m mnist_plus.tools.pytorch_reference",
         description=__doc__.splitlines()[0])
     p.add_argument("--mnist-dir", default=os.environ.get("MNIST_PLUS_MNIST_DIR", ""),
                    help="folder of the four MNIST IDX files (default: $MNIST_PLUS_MNIST_DIR)")
@@ -239,45 +213,44 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def _check(args: argparse.Namespace) -> None:
-    err = _usage_error_type()
+    """Every flag and the MNIST folder checked before any work: one line that says what
+    to change, not a traceback from deep inside torch."""
     if TORCH_IMPORT_ERROR is not None:
-        raise err(f"PyTorch is not installed ({TORCH_IMPORT_ERROR}); install it with "
-                  f"pip install -e '.[pytorch]'")
+        raise UsageError(f"PyTorch is not installed ({TORCH_IMPORT_ERROR}); install it with "
+                         f"pip install -e '.[pytorch]'")
     if not args.mnist_dir:
-        raise err("no MNIST folder: pass --mnist-dir DIR or set MNIST_PLUS_MNIST_DIR to a "
-                  "folder with the four MNIST IDX files")
+        raise UsageError("no MNIST folder: pass --mnist-dir DIR or set MNIST_PLUS_MNIST_DIR "
+                         "to a folder with the four MNIST IDX files")
     if not os.path.isdir(args.mnist_dir):
-        raise err(f"--mnist-dir {args.mnist_dir} is not a folder; point it at the folder "
-                  f"with the four MNIST IDX files")
+        raise UsageError(f"--mnist-dir {args.mnist_dir} is not a folder; point it at the "
+                         f"folder with the four MNIST IDX files")
     for name in ("epochs", "batch_size", "eval_batch_size"):
         if getattr(args, name) < 1:
-            raise err(f"--{name.replace('_', '-')} must be at least 1, got "
-                      f"{getattr(args, name)}")
+            raise UsageError(f"--{name.replace('_', '-')} must be at least 1, got "
+                             f"{getattr(args, name)}")
     if args.threads is not None and args.threads < 1:
-        raise err(f"--threads must be at least 1, got {args.threads}")
+        raise UsageError(f"--threads must be at least 1, got {args.threads}")
     if args.num_workers < 0 or args.max_steps_per_epoch < 0:
-        raise err("--num-workers and --max-steps-per-epoch must be 0 or more")
+        raise UsageError("--num-workers and --max-steps-per-epoch must be 0 or more")
     for name in ("target_digit", "target_sum"):
         value = getattr(args, name)
         if not 0.0 < value <= 1.0:
-            raise err(f"--{name.replace('_', '-')} is an accuracy in (0, 1], got {value}")
+            raise UsageError(f"--{name.replace('_', '-')} is an accuracy in (0, 1], got "
+                             f"{value}")
     if not args.lr > 0 or args.momentum < 0:
-        raise err(f"--lr must be positive and --momentum not negative, got {args.lr}, "
-                  f"{args.momentum}")
+        raise UsageError(f"--lr must be positive and --momentum not negative, got "
+                         f"{args.lr}, {args.momentum}")
     if args.json:
         folder = os.path.dirname(os.path.abspath(args.json))
         if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
-            raise err(f"cannot write --json {args.json}: {folder} is not a writable folder")
+            raise UsageError(f"cannot write --json {args.json}: {folder} is not a writable "
+                             f"folder")
 
 
 def _write_json(path: str, result: dict[str, Any]) -> None:
+    """Whole-file replacement: a reader (the benchmark) never sees half a JSON."""
     data = (json.dumps(result, indent=2) + "\n").encode()
-    try:
-        from mnist_plus.runtime.atomic import replace_file
-        replace_file(path, lambda f: f.write(data))
-    except ImportError:
-        with open(path, "wb") as f:
-            f.write(data)
+    atomic.replace_file(path, lambda f: f.write(data))
 
 
 def run(argv: Sequence[str] | None = None,
@@ -299,7 +272,7 @@ def run(argv: Sequence[str] | None = None,
     train_x, train_y = load_split(args.mnist_dir, "train")
     test_x, test_y = load_split(args.mnist_dir, "test")
     if args.batch_size > len(train_y):
-        raise _usage_error_type()(
+        raise UsageError(
             f"--batch-size {args.batch_size} is larger than the {len(train_y)} training "
             f"images; choose at most {len(train_y)}")
     test_numbers = torch.randint(0, 10, (len(test_y),),
@@ -321,7 +294,7 @@ def run(argv: Sequence[str] | None = None,
         "torch_version": torch.__version__,
         "python_version": platform.python_version(),
         "threads": torch.get_num_threads(),
-        **cpu_isa(),
+        **host_info(),
         "config": {k: v for k, v in vars(args).items() if k not in ("json", "quiet")},
         "parameters": sum(p.numel() for p in model.parameters()),
         "train_examples": len(train_y),
@@ -405,15 +378,12 @@ def run(argv: Sequence[str] | None = None,
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    if REPO not in sys.path:  # run as a file: import this checkout's mnist_plus
-        sys.path.insert(0, REPO)
+    """The command line: a usage error is one line on stderr and exit status 2."""
     try:
         run(argv)
-    except Exception as e:
-        if isinstance(e, (UsageError, _usage_error_type())):
-            print(f"error: {e}", file=sys.stderr)
-            raise SystemExit(2) from None
-        raise
+    except UsageError as e:
+        print(f"error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
