@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from experiments import precise_bn as precise_bn_experiment
-from mnist_plus import cli
 from mnist_plus.training import batch_stats
 from mnist_plus.data import mnist as data
 from mnist_plus.data import sampler

@@ -1,9 +1,14 @@
 """The training CLI end to end on tiny generated data (its errors: test_bad_input.py)."""
 
 import json
+import os
+import subprocess
+import sys
+
 import pytest
 
 from mnist_plus.training import metrics as metrics_lib
+from tests.conftest import REPO
 
 
 @pytest.mark.slow
@@ -46,6 +51,7 @@ def test_help_explains_every_flag(cli):
     ("predict", ["--help"]), ("predict", ["--workdir", "runs"]),
     ("predict", ["--number", "12", "a.png"]), ("predict", ["--number", "3", "--step", "x", "a.png"]),
     ("report", ["--help"]), ("report", ["--step", "-1"]), ("report", ["runs"]),
+    ("benchmark", ["--help"]), ("benchmark", ["--batch-sizes", "0"]),
 ])
 def test_help_and_flag_mistakes_answer_before_jax_is_imported(cli, module, flags):
     """They are checked before the imports that take about 1 s of a start; a valid
@@ -58,6 +64,30 @@ def test_help_and_flag_mistakes_answer_before_jax_is_imported(cli, module, flags
     assert not {"jax", "flax", "orbax"} & imported, sorted(imported)
     if flags != ["--help"]:
         assert result.stderr.strip().splitlines()[-1].startswith("error: ")
+
+
+def _console_scripts() -> dict[str, str]:
+    import tomllib
+
+    with open(os.path.join(REPO, "pyproject.toml"), "rb") as f:
+        return tomllib.load(f)["project"]["scripts"]
+
+
+@pytest.mark.parametrize("name", sorted(_console_scripts()))
+def test_console_scripts_answer_help_before_jax_is_imported(name):
+    """The installed `mnist-plus-*` commands start at the same light entry point as
+    `python -m mnist_plus.*` (pyproject's [project.scripts])."""
+    script = os.path.join(os.path.dirname(sys.executable), name)
+    assert os.path.exists(script), f"{name} is not installed: pip install -e ."
+    assert _console_scripts()[name].endswith(":main")
+    result = subprocess.run([script, "--help"], capture_output=True, text=True, timeout=60,
+                            env={**os.environ, "PYTHONPROFILEIMPORTTIME": "1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("usage: python -m mnist_plus.")
+    imported = {line.rsplit("|", 1)[-1].strip() for line in result.stderr.splitlines()
+                if line.startswith("import time:")}
+    assert "mnist_plus.cli" in imported
+    assert not {"jax", "flax", "orbax"} & imported, sorted(imported)
 
 
 @pytest.mark.parametrize("module, flags", [("predict", ["--number", "3", "missing.png"]),
