@@ -306,10 +306,11 @@ def benchmark_parser() -> argparse.ArgumentParser:
     speed.add_argument("--seeds", type=_int_list, default=[3], metavar="K|S1,S2,..",
                        help="with --time-to-accuracy: K seeds 0..K-1, or a list of seeds")
     speed.add_argument("--compare-pytorch", action="store_true",
-                       help="run the write-up in PyTorch (mnist_plus.tools.pytorch_reference, "
-                            "pip install -e '.[pytorch]') side by side: per epoch and per image "
-                            "(alone), or its time to 99%% digit / 98%% sum (with "
-                            "--time-to-accuracy)")
+                       help="run the write-up in PyTorch (--pytorch-reference; pip install -e "
+                            "'.[pytorch]') side by side: per epoch and per image (alone), or its "
+                            "time to 99%% digit / 98%% sum (with --time-to-accuracy)")
+    speed.add_argument("--pytorch-reference", default=PYTORCH_REFERENCE, metavar="PATH",
+                       help="with --compare-pytorch: the write-up's PyTorch script")
     speed.add_argument("--compare-epochs", type=int, default=2,
                        help="with --compare-pytorch alone: epochs of each to time")
     speed.add_argument("--pytorch-epochs", type=int, default=20,
@@ -324,9 +325,17 @@ def benchmark_parser() -> argparse.ArgumentParser:
     return parser
 
 
+PYTORCH_REFERENCE = os.path.join("experiments", "pytorch_reference.py")  # in the repository
+
+
 def check_benchmark(args: argparse.Namespace) -> None:
     """The benchmark's flags beyond the config's, checked before anything runs."""
     check_config(args)
+    if args.compare_pytorch and not os.path.isfile(args.pytorch_reference):
+        raise UsageError(f"--compare-pytorch runs the write-up's PyTorch script, and "
+                         f"{args.pytorch_reference} is not a file: run from the repository "
+                         f"root or pass --pytorch-reference PATH "
+                         f"(experiments/pytorch_reference.py in the repository)")
     if args.time_to_accuracy and not 0 < args.time_to_accuracy < 1:
         raise UsageError(f"--time-to-accuracy {args.time_to_accuracy} is invalid: give a "
                          f"target accuracy between 0 and 1, e.g. 0.99")

@@ -1,4 +1,4 @@
-"""The PyTorch baseline (mnist_plus.tools.pytorch_reference) on tiny generated MNIST folders.
+"""The PyTorch baseline (experiments/pytorch_reference.py) on tiny generated MNIST folders.
 
 Skipped where torch is not installed (it is an optional extra: `pip install -e '.[pytorch]'`),
 except the check that the module imports without it. These pin down what
@@ -22,7 +22,7 @@ needs_torch = pytest.mark.skipif(
     importlib.util.find_spec("torch") is None,
     reason="PyTorch is not installed; pip install -e '.[pytorch]' to test the PyTorch reference")
 
-MODULE = "mnist_plus.tools.pytorch_reference"
+MODULE = "experiments.pytorch_reference"
 EPOCH_KEYS = {"epoch", "steps", "train_images", "train_seconds", "data_seconds",
               "eval_seconds",
               "epoch_seconds", "images_per_second", "train_loss", "test_loss",
@@ -36,7 +36,7 @@ TOP_KEYS = {"format", "framework", "torch_version", "threads", "cpu_isa", "cpu_f
 
 @pytest.fixture(scope="module")
 def reference():
-    from mnist_plus.tools import pytorch_reference
+    from experiments import pytorch_reference
 
     return pytorch_reference
 
@@ -47,10 +47,10 @@ def _script(*flags: str) -> subprocess.CompletedProcess:
 
 
 def test_module_imports_without_torch_or_jax_and_asks_for_torch_in_one_line():
-    """The package must import without its optional extra; run without torch (its import
+    """The script must import without the optional extra; run without torch (its import
     made to fail here, where torch may be installed), the CLI says how to install it."""
     code = ("import sys; sys.modules['torch'] = None; "
-            "from mnist_plus.tools import pytorch_reference; "
+            "from experiments import pytorch_reference; "
             "print('jax' in sys.modules, flush=True); pytorch_reference.main(['--epochs', '1'])")
     proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
                           text=True, timeout=120, env={**os.environ, "PYTHONPATH": REPO})

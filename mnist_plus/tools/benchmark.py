@@ -350,11 +350,13 @@ def run_speed(args: argparse.Namespace) -> dict[str, Any]:
         seeds = (list(range(args.seeds[0])) if len(args.seeds) == 1 else args.seeds)
         return speedrun.time_to_accuracy(_speed_config(args), args.time_to_accuracy,
                                          seeds, mnist_dir, args.compare_pytorch,
-                                         args.pytorch_epochs, args.pytorch_threads or None, log)
+                                         args.pytorch_epochs, args.pytorch_threads or None, log,
+                                         os.path.abspath(args.pytorch_reference))
     config = config_lib.validate(dataclasses.replace(config_from_args(args), progress=False,
                                                      report=False))
     return speedrun.compare_epochs(config, args.compare_epochs, mnist_dir,
-                                   args.pytorch_threads or None, log)
+                                   args.pytorch_threads or None, log,
+                                   os.path.abspath(args.pytorch_reference))
 
 
 def run(args: argparse.Namespace) -> None:

@@ -9,10 +9,9 @@ dispatch for it.
 
 Ours is `python -m mnist_plus.train`: its `timing.jsonl` gives each epoch's wall time
 with and without evaluation (the first epoch includes compiling the step), and
-`metrics.jsonl` the test accuracies after each epoch. PyTorch's is
-`python -m mnist_plus.tools.pytorch_reference` (the write-up in PyTorch; torch is an
-optional extra). Both are modules of this package, so an installed package runs them as a
-source checkout does.
+`metrics.jsonl` the test accuracies after each epoch. PyTorch's is the script that
+`--pytorch-reference` names (experiments/pytorch_reference.py: the write-up in PyTorch;
+torch is an optional extra), given as a path so the package holds no PyTorch code.
 """
 
 from __future__ import annotations
@@ -32,7 +31,6 @@ from mnist_plus.errors import MnistPlusError, UsageError
 from mnist_plus.runtime.host import cpu_isa
 from mnist_plus.training import metrics as metrics_lib
 
-PYTORCH_MODULE = "mnist_plus.tools.pytorch_reference"
 # The write-up's targets: 99% digit and 98% sum test accuracy.
 WRITEUP_TARGETS = (0.99, 0.98)
 
@@ -91,12 +89,13 @@ def run_ours(config: config_lib.Config, workdir: str, timeout: float = 3600) -> 
                 summary.get("process_start_to_first_step_seconds")}
 
 
-def run_pytorch(mnist_dir: str, epochs: int, seed: int, threads: int | None, workdir: str,
-                targets: tuple[float, float] = WRITEUP_TARGETS, stop_at_target: bool = False,
-                timeout: float = 7200) -> dict[str, Any]:
-    """The write-up in PyTorch, in a fresh process; its JSON (see `pytorch_reference`)."""
+def run_pytorch(reference: str, mnist_dir: str, epochs: int, seed: int, threads: int | None,
+                workdir: str, targets: tuple[float, float] = WRITEUP_TARGETS,
+                stop_at_target: bool = False, timeout: float = 7200) -> dict[str, Any]:
+    """The write-up in PyTorch (the script `reference`, experiments/pytorch_reference.py in
+    the repository), in a fresh process; its JSON."""
     out = os.path.join(workdir, f"pytorch_seed{seed}.json")
-    args = [sys.executable, "-m", PYTORCH_MODULE, "--mnist-dir", mnist_dir, "--epochs",
+    args = [sys.executable, reference, "--mnist-dir", mnist_dir, "--epochs",
             str(epochs), "--seed", str(seed), "--target-digit", str(targets[0]),
             "--target-sum", str(targets[1]), "--quiet", "--json", out]
     if threads:
@@ -135,8 +134,8 @@ def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
 
 def time_to_accuracy(config: config_lib.Config, target: float, seeds: Sequence[int],
                      mnist_dir: str, compare_pytorch: bool, pytorch_epochs: int,
-                     pytorch_threads: int | None, log: Callable[[str], None]
-                     ) -> dict[str, Any]:
+                     pytorch_threads: int | None, log: Callable[[str], None],
+                     reference: str = "") -> dict[str, Any]:
     """Train `config` once per seed; when do test digit and sum accuracy both reach
     `target`? With `compare_pytorch`, also the baseline's time to the write-up's 99%/98%."""
     with tempfile.TemporaryDirectory(prefix="mnist_plus_tta_") as root:
@@ -165,7 +164,8 @@ def time_to_accuracy(config: config_lib.Config, target: float, seeds: Sequence[i
         if compare_pytorch:
             runs = []
             for seed in seeds:
-                r = run_pytorch(mnist_dir, pytorch_epochs, seed, pytorch_threads, root,
+                r = run_pytorch(reference, mnist_dir, pytorch_epochs, seed, pytorch_threads,
+                                root,
                                 stop_at_target=True)
                 runs.append({"seed": seed, "reached": r["target_reached_epoch"] is not None,
                              "epoch": r["target_reached_epoch"],
@@ -191,12 +191,13 @@ def time_to_accuracy(config: config_lib.Config, target: float, seeds: Sequence[i
 
 
 def compare_epochs(config: config_lib.Config, epochs: int, mnist_dir: str,
-                   pytorch_threads: int | None, log: Callable[[str], None]) -> dict[str, Any]:
+                   pytorch_threads: int | None, log: Callable[[str], None],
+                   reference: str = "") -> dict[str, Any]:
     """`epochs` epochs of ours and of the baseline, one after the other: seconds per epoch
     (evaluation included) and training images/s, and their ratios."""
     with tempfile.TemporaryDirectory(prefix="mnist_plus_cmp_") as root:
         ours = run_ours(dataclasses.replace(config, epochs=epochs), os.path.join(root, "ours"))
-        theirs = run_pytorch(mnist_dir, epochs, config.seed, pytorch_threads, root)
+        theirs = run_pytorch(reference, mnist_dir, epochs, config.seed, pytorch_threads, root)
     rows = []
     for a, b in zip(ours["epochs"], theirs["epochs"]):
         rows.append({"epoch": a["epoch"], "ours_epoch_seconds": a["epoch_seconds"],

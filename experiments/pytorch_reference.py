@@ -1,8 +1,8 @@
 """The PyTorch write-up, re-implemented, so that it can be timed beside mnist_plus.
 
-    python -m mnist_plus.tools.pytorch_reference --mnist-dir DIR --epochs 2 --json OUT.json
+    python -m experiments.pytorch_reference --mnist-dir DIR --epochs 2 --json OUT.json
 
-Implements /work/shared/seed/mnist-plus-num-writeup.md as written: its `MnistPlusNum`
+Implements the write-up (its MnistPlusNum network in PyTorch) as written: its `MnistPlusNum`
 Dataset (normalised image, its label, a random number 0-9 one-hot [1, 10] drawn with
 `torch.randint` in `__getitem__`, and the sum), a torch DataLoader at batch 128, conv
 and pool blocks down to 1x1x10, concatenated with the one-hot into 20, fully connected
@@ -184,7 +184,7 @@ def evaluate(model: Net, loader) -> dict[str, float]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
-        prog="python -m mnist_plus.tools.pytorch_reference",
+        prog="python -m experiments.pytorch_reference",
         description=__doc__.splitlines()[0])
     p.add_argument("--mnist-dir", default=os.environ.get("MNIST_PLUS_MNIST_DIR", ""),
                    help="folder of the four MNIST IDX files (default: $MNIST_PLUS_MNIST_DIR)")
