@@ -5,7 +5,7 @@ Both offer the same pieces, so trainer.py runs either through its one loop, with
 same checkpoints, resumption, preemption and logs: the fresh state, the zeroed running
 sums, the training loop, the BatchNorm statistics pass and the metrics.jsonl rows of an
 epoch. Seed k of a K-seed run computes what a single run of seed k computes, up to the
-order of float sums (tests/test_multiseed.py).
+order of float sums (tests/training/test_multiseed.py).
 """
 
 from __future__ import annotations
