@@ -6,7 +6,7 @@ metadata marks fields that may change between a run and its resumption
 (where data comes from, how it runs) as opposed to fields that define the
 numbers a run produces. Of the former, `loop` and `eval_batch_size` change how
 XLA orders float operations: changing them on resume gives the same run up to
-the last bits, no longer bitwise identical to an uninterrupted one (README).
+the last bits, no longer bitwise identical to an uninterrupted one (docs/reproducibility.md).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class Config:
     # What the run computes: must match to resume a checkpoint.
     epochs: int = _field(10, "training epochs")
     batch_size: int = _field(128, "training batch size (the last partial batch of an epoch is dropped)")
-    learning_rate: float = _field(0.01, "peak learning rate of the one-cycle Adam schedule")
+    learning_rate: float = _field(0.01, "peak learning rate of the one-cycle AdamW schedule")
     label_smoothing: float = _field(0.1, "move this fraction of each training target's "
                                     "probability evenly onto the classes the example allows "
                                     "(10 digits; the 10 sums its number leaves possible); "
@@ -47,7 +47,8 @@ class Config:
     warmup_fraction: float = _field(0.2, "fraction of training spent warming the learning rate up")
     weight_decay: float = _field(1e-4, "decoupled (AdamW) weight decay")
     seed: int = _field(0, "seed of parameters, data order, random numbers and test numbers")
-    width: int = _field(16, "channels of every conv layer (the model's size)")
+    width: int = _field(16, "channels of the conv blocks (the model's size; the stem's: "
+                        "--stem-width, the 5x5 blocks': --late-width)")
     adder_hidden: int = _field(64, "hidden units of each of the adder's two layers")
     adder_input: str = _field("logits", "what the adder sees of the image", choices=ADDER_INPUTS)
     adder: str = _field("mlp", "the sum head: 'mlp' (fully connected layers from [digit logits, "
@@ -95,8 +96,8 @@ class Config:
                               "backend's; the batch is split over them, so --batch-size must be "
                               "divisible by N)", resume=True)
     loop: str = _field("auto", "training loop: 'host' (per-step jit fed from NumPy), 'scan' "
-                       "(data on device, lax.scan over steps), 'auto' (the faster one measured "
-                       "for the backend)", resume=True, choices=LOOPS)
+                       "(data on device, lax.scan over steps), 'auto' (host on CPU, where it "
+                       "is measured faster; scan on other backends)", resume=True, choices=LOOPS)
     checkpoint_every_steps: int = _field(0, "also checkpoint every N steps (0: only at epoch ends)",
                                          resume=True)
     keep_checkpoints: int = _field(3, "how many recent checkpoints to keep", resume=True)

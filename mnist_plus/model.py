@@ -41,8 +41,8 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     """2x2 max-pool (stride 2, odd edge dropped) as a reshape and a max.
 
     Same values as `nn.max_pool`, but its gradient is an elementwise select where
-    `nn.max_pool`'s is XLA's select-and-scatter, which is slow on CPU (measured:
-    README, Performance).
+    `nn.max_pool`'s is XLA's select-and-scatter, which is slow on CPU (measured with
+    `python -m experiments.cpu_profile`).
     """
     b, h, w, c = x.shape
     x = x[:, : h - h % 2, : w - w % 2, :]
@@ -54,10 +54,10 @@ class DigitNet(nn.Module):
 
     Pooling right after the first conv keeps every later conv at 13x13 or less:
     on a CPU, XLA's convolutions dominate the step and cost in proportion to the
-    pixels they visit (measured: README, Performance). The 'patch' stem reaches the
-    same 13x13 grid, each cell seeing the same 4x4 pixels, with one 4x4 stride-2 conv:
-    no 26x26 activations, whose conv (one input channel), BatchNorm and pool cost far
-    more than their FLOPs on XLA:CPU.
+    pixels they visit (measured with `python -m experiments.cpu_profile`). The 'patch'
+    stem reaches the same 13x13 grid, each cell seeing the same 4x4 pixels, with one 4x4
+    stride-2 conv: no 26x26 activations, whose conv (one input channel), BatchNorm and
+    pool cost far more than their FLOPs on XLA:CPU.
     """
 
     width: int = 16

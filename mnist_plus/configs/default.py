@@ -6,7 +6,7 @@ statistics recomputed from 10,000 clean images before each evaluation; 10 epochs
 one-cycle AdamW at batch 128.
 Result, seeds 0-4 at epoch 10: 99.60 ± 0.06% digit / 99.59 ± 0.02% sum
 (experiments/results/accuracy/results.jsonl). An epoch takes about 9 s on 2 AVX-512
-cores and 19 s on 2 AVX2 cores (`python -m mnist_plus.benchmark --batch-sizes 128`).
+cores (`python -m mnist_plus.benchmark --batch-sizes 128 --loops host`; docs/performance.md).
 """
 
 

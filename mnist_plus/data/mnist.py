@@ -23,6 +23,7 @@ import functools
 import hashlib
 import io
 import json
+import logging
 import os
 import socket
 import sys
@@ -42,6 +43,32 @@ CACHE_FOLDER = "mnist_plus_cache"
 # `mnist` that we must not touch and cannot read without TensorFlow.
 ALT_DATA_FOLDER = "mnist_plus_array_record"
 DOWNLOAD_HOST = "storage.googleapis.com"
+# TFDS decodes each stored PNG with OpenCV when it is installed, else with PIL, and says
+# so once through absl ("WARNING:absl:OpenCV is not installed. We recommend using OpenCV
+# ..."), in the middle of a first run's output. PIL is what this project uses (a
+# dependency); the decode runs once per data dir before the cache is written.
+OPENCV_NOTICE = "OpenCV is not installed. We recommend using OpenCV"
+
+
+class _DropOpenCvNotice(logging.Filter):
+    """Drops TFDS's OpenCV notice (`OPENCV_NOTICE`) and nothing else."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        try:
+            message = record.getMessage()
+        except Exception:  # a broken record is not ours to judge
+            return True
+        return not message.startswith(OPENCV_NOTICE)
+
+
+_OPENCV_FILTER = _DropOpenCvNotice()
+
+
+def quiet_opencv_notice() -> None:
+    """Install the filter on absl's logger, which TFDS logs through. Idempotent."""
+    logger = logging.getLogger("absl")
+    if _OPENCV_FILTER not in logger.filters:
+        logger.addFilter(_OPENCV_FILTER)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,6 +209,7 @@ def _prepare(data_dir: str, mnist_dir: str | None) -> None:
 def _read_data_source(data_dir: str) -> Mnist:
     import tensorflow_datasets as tfds
 
+    quiet_opencv_notice()  # decoding the PNGs below is where TFDS gives it
     arrays = {}
     for split in ("train", "test"):
         source = tfds.data_source("mnist", split=split, data_dir=data_dir, download=False)

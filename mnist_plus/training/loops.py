@@ -2,7 +2,7 @@
 
 - `HostLoop`: a per-step jitted program fed from NumPy, with the next batch
   prepared and transferred in a background thread while the current step runs,
-  and the train state donated. Fastest on CPU (measured: see README). Each process
+  and the train state donated. Fastest on CPU (docs/performance.md). Each process
   builds only its own rows of every global batch.
 - `ScanLoop`: the normalised training set lives on every device and `lax.scan`
   runs many steps per dispatch; no host round trip per step. Meant for GPUs.
