@@ -20,6 +20,7 @@ import time
 from typing import TYPE_CHECKING, NamedTuple
 
 if TYPE_CHECKING:
+    from mnist_plus.data import sampler
     from mnist_plus.model import MnistPlusNet
 
 # The repository root: the flag runs start `python -m experiments.cpu_profile` from there.

@@ -1,6 +1,6 @@
 """Does an exponential moving average (EMA) of the weights raise test accuracy?
 
-    MNIST_PLUS_MNIST_DIR=../shared/data/mnist python -m experiments.ema --seeds 0,1 \
+    MNIST_PLUS_MNIST_DIR=/path/to/mnist python -m experiments.ema --seeds 0,1 \
         --json experiments/results/ema.json
 
 Trains the default config per seed (the host loop's batches, `train_step` unchanged) and

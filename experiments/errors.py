@@ -1,6 +1,6 @@
 """Which test digits do trained runs miss, and how many of those does every run miss?
 
-    MNIST_PLUS_MNIST_DIR=../shared/data/mnist python -m experiments.errors \\
+    MNIST_PLUS_MNIST_DIR=/path/to/mnist python -m experiments.errors \\
         --json runs/errors.json --figure runs/errors.png runs/accuracy/runs/default \\
         runs/accuracy/runs/lw32aff
 

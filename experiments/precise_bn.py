@@ -1,6 +1,6 @@
 """Would `--precise-bn` have changed a finished run's test accuracy?
 
-    MNIST_PLUS_MNIST_DIR=../shared/data/mnist python -m experiments.precise_bn \
+    MNIST_PLUS_MNIST_DIR=/path/to/mnist python -m experiments.precise_bn \
         --examples 10000 --json runs/precise_bn.json runs/accuracy/runs/*/s*
 
 For each trained workdir: the newest checkpoint's test metrics with the BatchNorm

@@ -20,6 +20,15 @@ from mnist_plus.errors import Interrupted, MnistPlusError, UsageError
 IMPORTED_AT = time.time()  # the first of our modules a CLI imports: its start, near enough
 
 
+class _Help(argparse.ArgumentDefaultsHelpFormatter):
+    """Names each flag's default, unless its help already does or it is empty."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in ("", None) or "(default" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str):  # one line, exit status 2
         raise UsageError(f"{message} (see {self.prog} --help)")
@@ -57,14 +66,14 @@ class _ConfigFileParser(_Parser):
 def usage_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """A parser whose errors are one-line UsageErrors (exit status 2)."""
     return _Parser(prog=prog, description=description,
-                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                   formatter_class=_Help)
 
 
 def config_parser(prog: str, description: str) -> argparse.ArgumentParser:
     """A parser with one flag per Config field (`--batch-size` for `batch_size`), and
     `--config FILE` to set them from a file (flags given on the command line win)."""
     parser = _ConfigFileParser(prog=prog, description=description,
-                               formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                               formatter_class=_Help)
     parser.add_argument("--preset", default="", metavar="NAME",
                         help=f"a named config (mnist_plus/configs/NAME.py): "
                              f"{', '.join(configs.NAMES)}; --config and flags override it "
