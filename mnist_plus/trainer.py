@@ -257,8 +257,8 @@ def _finish(workdir: str, metrics_log: metrics_lib.JsonlLog, timing_log: metrics
     if run.seeds:
         summary["seeds"] = run.seeds
         summary["final_per_seed"] = final
-        summary["final_mean_std"] = runs.mean_std(final, [k for k in metrics_lib.KEYS
-                                                          if k.startswith("test_")]) if rows else None
+        tests = [k for k in metrics_lib.KEYS if k.startswith("test_")]
+        summary["final_mean_std"] = runs.mean_std(final, tests) if rows else None
     if first_step_seconds is not None:
         summary["process_start_to_first_step_seconds"] = first_step_seconds
     if rows:

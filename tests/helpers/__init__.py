@@ -155,4 +155,5 @@ class Cli:
         return self.run(["-m", "mnist_plus.train", *flags], env=env)
 
     def crash(self, crash_flags, train_flags, env=None):
-        return self.run(["-m", "tests.helpers.crash_run", *crash_flags, "--", *train_flags], env=env)
+        return self.run(["-m", "tests.helpers.crash_run", *crash_flags, "--", *train_flags],
+                        env=env)

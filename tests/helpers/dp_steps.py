@@ -1,6 +1,6 @@
 """Run K training steps of the tiny data on meshes of 1 and N devices; save the params.
 
-    XLA_FLAGS=--xla_force_host_platform_device_count=4 python -m tests.dp_steps \
+    XLA_FLAGS=--xla_force_host_platform_device_count=4 python -m tests.helpers.dp_steps \
         --tfds-dir D --out F.npz --steps 20
 
 Writes, for each run, the flattened parameters after `--steps` steps:
@@ -70,7 +70,7 @@ PERTURBED = ("one_nudged", "one_reversed", "one_rolled")
 def measure(cli, tfds_dir: str, out: str, steps: int, env: dict[str, str]):
     """Run this script through the tests' `cli` fixture with `env` (the forced devices);
     the saved runs (an NpzFile)."""
-    result = cli.run(["-m", "tests.dp_steps", "--tfds-dir", tfds_dir, "--out", out,
+    result = cli.run(["-m", "tests.helpers.dp_steps", "--tfds-dir", tfds_dir, "--out", out,
                       "--steps", str(steps)], env=env)
     assert result.returncode == 0, result.stderr
     return np.load(out)
