@@ -235,6 +235,7 @@ BENCHMARK_LOOPS = tuple(name for name in config_lib.LOOPS if name != "auto")
 # On CPU the scan loop runs about ten times slower per step than the host loop, so by
 # default it is timed on this many examples and extrapolated (the host loop: a full epoch).
 CPU_SCAN_EPOCH_EXAMPLES = 2560
+PYTORCH_REFERENCE = os.path.join("experiments", "pytorch_reference.py")  # in the repository
 
 
 def _int_list(text: str) -> list[int]:
@@ -332,9 +333,6 @@ def benchmark_parser() -> argparse.ArgumentParser:
     # --time-to-accuracy trains the `fast` config unless --preset names another.
     parser.default_preset = lambda args: "fast" if args.time_to_accuracy else "default"
     return parser
-
-
-PYTORCH_REFERENCE = os.path.join("experiments", "pytorch_reference.py")  # in the repository
 
 
 def check_benchmark(args: argparse.Namespace) -> None:

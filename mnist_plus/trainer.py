@@ -14,7 +14,6 @@ import time
 from typing import Any, Callable, Sequence
 
 import jax
-import numpy as np
 
 from mnist_plus import cli
 from mnist_plus import config as config_lib
@@ -30,6 +29,7 @@ from mnist_plus.runtime.checkpointing import Checkpointer
 from mnist_plus.training import divergence, runs
 from mnist_plus.training import mesh as mesh_lib
 from mnist_plus.training import metrics as metrics_lib
+from mnist_plus.training.state import global_step
 
 
 def _progress_bar(enabled: bool, total: int, initial: int, epoch: int):
@@ -214,10 +214,6 @@ def _train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool,
     return _finish(workdir, metrics_log, timing_log, load_seconds, first_step_seconds, run,
                    log)
 
-
-def global_step(state: Any) -> int:
-    """The state's step (every seed of a K-seed state is at the same one)."""
-    return int(np.asarray(jax.device_get(state.step)).reshape(-1)[0])
 
 
 def pauses(start: int, stop: int, offset: int, checkpoint_every: int, log_every: int,

@@ -27,7 +27,7 @@ from mnist_plus import config as config_lib
 from mnist_plus.training import mesh as mesh_lib
 from mnist_plus.runtime import storage
 from mnist_plus.errors import StorageError, UsageError
-from mnist_plus.training.state import TrainState
+from mnist_plus.training.state import TrainState, global_step
 from mnist_plus.training.step import Metrics
 
 
@@ -145,7 +145,7 @@ class Checkpointer:
         """Save asynchronously; `epoch`/`step_in_epoch` say where training resumes.
         `test_metrics`: the epoch's test metrics, at epoch ends only (they rank the best).
         """
-        step = int(np.asarray(jax.device_get(state.step)).reshape(-1)[0])  # every seed's
+        step = global_step(state)
         meta = {"epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": step,
                 "config": config_lib.to_dict(config)}
         if self.data_fingerprint is not None:

@@ -14,6 +14,7 @@ import jax
 import numpy as np
 
 from mnist_plus.errors import DivergedError
+from mnist_plus.training.state import global_step
 from mnist_plus.training.step import NO_STEP, Metrics
 
 _REMEDY = "lower --learning-rate and rerun (with --fresh to restart from scratch)"
@@ -49,7 +50,6 @@ def check_state(state: Any, last_good: int | None) -> None:
                             "opt_state": state.opt_state})
     if bad:
         raise DivergedError(
-            f"the training state became NaN or infinite by step "
-            f"{int(np.max(jax.device_get(state.step)))} "
+            f"the training state became NaN or infinite by step {global_step(state)} "
             f"({', '.join(bad[:3])}{', ...' if len(bad) > 3 else ''}); it was not saved and "
             f"{_kept(last_good)}; {_REMEDY}")

@@ -11,7 +11,7 @@ order of float sums (tests/training/test_multiseed.py).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import jax
 import numpy as np
@@ -24,7 +24,7 @@ from mnist_plus.errors import UsageError
 from mnist_plus.training import batch_stats, evaluation, loops, multiseed
 from mnist_plus.training import mesh as mesh_lib
 from mnist_plus.training import metrics as metrics_lib
-from mnist_plus.training.state import TrainState, create_state
+from mnist_plus.training.state import TrainState, create_state, global_step
 from mnist_plus.training.step import Metrics, make_train_step, zero_train_metrics
 
 
@@ -131,7 +131,7 @@ class Seeds:
     def rows(self, epoch: int, state: TrainState, train: dict[str, Any]) -> list[dict]:
         """One metrics.jsonl line per seed, led by its seed."""
         test = multiseed.evaluate(self._eval_step, state, self._test)
-        step = int(np.asarray(jax.device_get(state.step))[0])
+        step = global_step(state)
         return [{"seed": seed, **metrics_lib.epoch_row(
                     epoch, step, {k: float(v[i]) for k, v in train.items()},
                     {k: float(v[i]) for k, v in test.items()})}
@@ -158,4 +158,3 @@ def mean_std(rows: Sequence[dict[str, Any]], keys: Sequence[str]
 
 
 Run = Single | Seeds
-Progress = Callable[[int], None]

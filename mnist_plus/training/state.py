@@ -12,6 +12,7 @@ from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from flax import struct
 from jax.sharding import Mesh
@@ -78,6 +79,11 @@ def create_state(config: Any, steps_per_epoch: int, mesh: Mesh | None = None) ->
     return init_state(build_model(config), optimizer_for(config, steps_per_epoch),
                       jax.random.key(config.seed),
                       mesh_lib.replicated(mesh) if mesh is not None else None)
+
+
+def global_step(state: TrainState) -> int:
+    """The state's step; every seed of a stacked many-seed state is at the same one."""
+    return int(np.asarray(jax.device_get(state.step)).reshape(-1)[0])
 
 
 def abstract_state(config: Any) -> TrainState:
