@@ -27,6 +27,9 @@ ADDER_INPUTS = ("logits", "probs", "features")
 ADDERS = ("mlp", "shift")
 DIGIT_HEADS = ("pool", "conv")
 STEMS = ("conv", "patch")
+ARCHS = ("mnist_plus", "writeup")
+OPTIMIZERS = ("adamw", "sgd")
+SCHEDULES = ("one_cycle", "constant")
 
 
 def _field(default: Any, help: str, resume: bool = False, choices=None):
@@ -39,14 +42,29 @@ class Config:
     # What the run computes: must match to resume a checkpoint.
     epochs: int = _field(10, "training epochs")
     batch_size: int = _field(128, "training batch size (the last partial batch of an epoch is dropped)")
-    learning_rate: float = _field(0.01, "peak learning rate of the one-cycle AdamW schedule")
+    learning_rate: float = _field(0.01, "peak learning rate of the one-cycle schedule (the "
+                                  "rate of a constant one)")
+    optimizer: str = _field("adamw", "'adamw' (decoupled weight decay) or 'sgd' (with "
+                            "--momentum; weight decay added to the gradient, as PyTorch's SGD)",
+                            choices=OPTIMIZERS)
+    momentum: float = _field(0.9, "momentum of --optimizer sgd (PyTorch's convention: heavy "
+                             "ball, no dampening)")
+    schedule: str = _field("one_cycle", "learning-rate schedule: 'one_cycle' (warm up for "
+                           "--warmup-fraction, then cosine down) or 'constant'",
+                           choices=SCHEDULES)
     label_smoothing: float = _field(0.1, "move this fraction of each training target's "
                                     "probability evenly onto the classes the example allows "
                                     "(10 digits; the 10 sums its number leaves possible); "
                                     "0: plain cross-entropy")
     warmup_fraction: float = _field(0.2, "fraction of training spent warming the learning rate up")
-    weight_decay: float = _field(1e-4, "decoupled (AdamW) weight decay")
+    weight_decay: float = _field(1e-4, "weight decay (decoupled for AdamW)")
     seed: int = _field(0, "seed of parameters, data order, random numbers and test numbers")
+    arch: str = _field("mnist_plus", "the network: 'mnist_plus' (BatchNorm conv blocks, set "
+                       "by the fields below) or 'writeup' (the write-up's: 3x3 conv + ReLU "
+                       "blocks of --width channels, 28 -> 26 -> 24 -> pool 12 -> 10 -> 8 -> "
+                       "pool 4 -> 2, a 2x2 conv to 1x1x10, no BatchNorm, PyTorch's "
+                       "initialisers; only --width, --adder-hidden, --adder-input and "
+                       "--adder apply)", choices=ARCHS)
     width: int = _field(16, "channels of the conv blocks (the model's size; the stem's: "
                         "--stem-width, the 5x5 blocks': --late-width)")
     adder_hidden: int = _field(64, "hidden units of each of the adder's two layers")
@@ -175,6 +193,8 @@ def validate(config: Config, train_size: int | None = None) -> Config:
         raise bad("label_smoothing", config.label_smoothing, "it must be in [0, 1)")
     if not (0.0 <= config.warmup_fraction < 1.0):
         raise bad("warmup_fraction", config.warmup_fraction, "it must be in [0, 1)")
+    if not (isinstance(config.momentum, (int, float)) and 0.0 <= config.momentum < 1.0):
+        raise bad("momentum", config.momentum, "it must be in [0, 1)")
     if not (math.isfinite(config.weight_decay) and config.weight_decay >= 0):
         raise bad("weight_decay", config.weight_decay, "it must be a non-negative number")
     for f in dataclasses.fields(config):
@@ -184,6 +204,9 @@ def validate(config: Config, train_size: int | None = None) -> Config:
     if config.adder == "shift" and config.adder_input != "logits":
         raise bad("adder_input", config.adder_input,
                   "--adder shift reads the digit logits: leave --adder-input at logits")
+    if config.arch == "writeup" and config.precise_bn:
+        raise bad("precise_bn", config.precise_bn, "--arch writeup has no BatchNorm: set "
+                  "--precise-bn 0")
     window = profile_window(config.profile_steps)
     if train_size is not None and config.batch_size > train_size:
         raise bad("batch_size", config.batch_size,

@@ -14,7 +14,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from mnist_plus.config import ADDER_INPUTS, ADDERS, DIGIT_HEADS, STEMS
+from mnist_plus.config import ADDER_INPUTS, ADDERS, ARCHS, DIGIT_HEADS, STEMS
 from mnist_plus.task import NUM_NUMBERS, NUM_SUMS
 
 BN_MOMENTUM = 0.9  # of BatchNorm's running averages (batch_stats.py recomputes them)
@@ -89,17 +89,63 @@ class DigitNet(nn.Module):
         return x.reshape(x.shape[0], NUM_NUMBERS), features
 
 
+def torch_init(fan_in: int) -> dict[str, Any]:
+    """PyTorch's default initialisers of Conv2d and Linear, as Flax initialisers.
+
+    PyTorch draws weights with kaiming_uniform_(a=sqrt(5)), i.e. U(-b, b) with
+    b = sqrt(1 / fan_in), and biases from U(-b, b) too; Flax's defaults are LeCun normal
+    weights (variance 1 / fan_in: sqrt(3) times PyTorch's spread) and zero biases. The
+    write-up's net has no BatchNorm, so the scale of the initial weights shapes training.
+    """
+    bound = fan_in ** -0.5
+
+    def bias(key: jax.Array, shape: Any, dtype: Any = jnp.float32) -> jax.Array:
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return {"kernel_init": nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform"),
+            "bias_init": bias}
+
+
+class WriteupDigitNet(nn.Module):
+    """The write-up's image path (experiments/pytorch_reference.py's `Net.convs`): 3x3
+    conv + ReLU blocks, 28 -> 26 -> 24, pool 12, -> 10 -> 8, pool 4, -> 2, then a 2x2
+    conv to 1x1x10. No BatchNorm; PyTorch's initialisers (`torch_init`)."""
+
+    width: int = 16
+
+    @nn.compact
+    def __call__(self, image: jax.Array, train: bool) -> tuple[jax.Array, jax.Array]:
+        del train  # no BatchNorm, no dropout: the same in both modes
+
+        def conv(x: jax.Array, features: int, kernel: int) -> jax.Array:
+            return nn.Conv(features, (kernel, kernel), padding="VALID",
+                           **torch_init(kernel * kernel * x.shape[-1]))(x)
+
+        x = image
+        for i in range(5):
+            x = nn.relu(conv(x, self.width, 3))
+            if i in (1, 3):
+                x = max_pool_2x2(x)
+        features = jnp.mean(x, axis=(1, 2))          # [B, width]
+        x = conv(x, NUM_NUMBERS, 2)                  # 1x1x10
+        return x.reshape(x.shape[0], NUM_NUMBERS), features
+
+
 class Adder(nn.Module):
     """Fully connected layers from [digit representation, one-hot number] to 19 sums."""
 
     hidden: int = 64
+    torch_init: bool = False  # PyTorch's initialisers (the write-up's net), else Flax's
 
     @nn.compact
     def __call__(self, digit: jax.Array, number: jax.Array) -> jax.Array:
+        def dense(x: jax.Array, features: int) -> jax.Array:
+            return nn.Dense(features, **(torch_init(x.shape[-1]) if self.torch_init else {}))(x)
+
         x = jnp.concatenate([digit, number], axis=-1)
-        x = nn.relu(nn.Dense(self.hidden)(x))
-        x = nn.relu(nn.Dense(self.hidden)(x))
-        return nn.Dense(NUM_SUMS)(x)
+        x = nn.relu(dense(x, self.hidden))
+        x = nn.relu(dense(x, self.hidden))
+        return dense(x, NUM_SUMS)
 
 
 class ShiftAdder(nn.Module):
@@ -138,8 +184,11 @@ class MnistPlusNet(nn.Module):
     extra_convs: int = 2         # extra 'same' conv blocks at the smallest sides (0..4)
     stem: str = "patch"          # how 28x28 becomes 13x13: see STEMS and Config.stem
     late_width: int = 32         # channels of the 5x5 blocks; 0: width
+    arch: str = "mnist_plus"     # or "writeup", the write-up's net: see ARCHS, Config.arch
 
     def setup(self):
+        if self.arch not in ARCHS:
+            raise ValueError(f"arch must be one of {ARCHS}, not {self.arch!r}")
         if self.adder_input not in ADDER_INPUTS:
             raise ValueError(f"adder_input must be one of {ADDER_INPUTS}, not {self.adder_input!r}")
         if self.adder_kind not in ADDERS:
@@ -150,10 +199,13 @@ class MnistPlusNet(nn.Module):
             raise ValueError(f"digit_head must be one of {DIGIT_HEADS}, not {self.digit_head!r}")
         if self.stem not in STEMS:
             raise ValueError(f"stem must be one of {STEMS}, not {self.stem!r}")
-        self.digit_net = DigitNet(self.width, self.digit_head, self.stem_width, self.extra_convs,
-                                  self.stem, self.late_width)
+        writeup = self.arch == "writeup"
+        self.digit_net = (WriteupDigitNet(self.width) if writeup else
+                          DigitNet(self.width, self.digit_head, self.stem_width,
+                                   self.extra_convs, self.stem, self.late_width))
         # Named `adder` either way: the MLP's parameters keep their checkpoint path.
-        self.adder = Adder(self.adder_hidden) if self.adder_kind == "mlp" else ShiftAdder()
+        self.adder = (Adder(self.adder_hidden, torch_init=writeup) if self.adder_kind == "mlp"
+                      else ShiftAdder())
 
     def _adder_view(self, logits: jax.Array, features: jax.Array) -> jax.Array:
         if self.adder_input == "probs":

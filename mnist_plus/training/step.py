@@ -83,7 +83,7 @@ def train_step(state: TrainState, batch: Batch, metrics: Metrics,
                                                 label_smoothing)))
         else:
             loss = jnp.mean(digit_loss + sum_loss)
-        return loss, (updates["batch_stats"], digit_loss, sum_loss, digit_logits, sum_logits)
+        return loss, (updates.get("batch_stats", {}), digit_loss, sum_loss, digit_logits, sum_logits)
 
     (loss, (batch_stats, *aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     updates, opt_state = state.tx.update(grads, state.opt_state, state.params)
