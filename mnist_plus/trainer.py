@@ -127,8 +127,7 @@ def _train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool,
         window = config_lib.profile_window(config.profile_steps)
         profiler = profiling.profiler(window, workdir, trace=primary, log=log)
         if primary and not seeds:  # many seeds: their rows are in metrics.jsonl
-            tensorboard = tensorboard_lib.TensorBoard(workdir,
-                                                      purge_step=int(state.step))
+            tensorboard = tensorboard_lib.open_tensorboard(workdir, int(state.step), log)
         log_every = config.log_every_steps if tensorboard is not None else 0
         first_step_seconds = None
         last_good = checkpointer.latest_step()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from mnist_plus.training import metrics as metrics_lib
 
@@ -49,6 +49,18 @@ def summary_writer_class():
     finally:
         del sys.modules["torch"]
     return SummaryWriter
+
+
+def open_tensorboard(workdir: str, purge_step: int | None,
+                     log: Callable[[str], None]) -> "TensorBoard | None":
+    """A TensorBoard for `workdir`, or None, said in one line, where tensorboardX is not
+    installed: the logs are a view of metrics.jsonl, never a reason to stop training."""
+    try:
+        return TensorBoard(workdir, purge_step=purge_step)
+    except ImportError as e:
+        log(f"TensorBoard: off, {e.name or 'tensorboardX'} cannot be imported "
+            f"(pip install tensorboardX); metrics.jsonl has every epoch's numbers")
+        return None
 
 
 class TensorBoard:

@@ -17,6 +17,22 @@ REAL_MNIST_DIR = os.environ.get("MNIST_PLUS_MNIST_DIR") or os.path.join(
     REPO, "..", "shared", "data", "mnist")
 
 
+HIDE_DIR = os.path.join(REPO, "tests", "helpers", "hide")
+# What the lent GPU machine's image lacks, of this project's dependencies.
+NOT_ON_GPU_IMAGE = ("tensorflow_datasets", "array_record", "tensorboardX")
+# Everything but the five core packages (jax, flax, optax, orbax-checkpoint, numpy).
+NOT_CORE = (*NOT_ON_GPU_IMAGE, "matplotlib", "tqdm", "PIL", "importlib_resources", "torch")
+
+
+def hiding_env(*modules: str) -> dict[str, str]:
+    """Environment variables under which Python subprocesses (and theirs) cannot import
+    `modules`, as if not installed (tests/helpers/hide/sitecustomize.py), running this
+    repository's code."""
+    path = [HIDE_DIR, REPO, os.environ.get("PYTHONPATH", "")]
+    return {"PYTHONPATH": os.pathsep.join(p for p in path if p),
+            "MNIST_PLUS_HIDE_MODULES": ",".join(modules)}
+
+
 def synthetic_digits(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """Learnable fake digits: label d draws a bright bar in row band d, plus noise."""
     rng = np.random.default_rng(seed)

@@ -40,3 +40,17 @@ def test_torch_stays_importable_after_the_writer_is_imported(tmp_path):
     assert out.stdout.split()[0] == "False"
     import importlib.util
     assert out.stdout.split()[1] == str(importlib.util.find_spec("torch") is not None)
+
+
+def test_without_tensorboardx_training_gets_none_and_one_line(tmp_path, monkeypatch):
+    from mnist_plus.runtime import tensorboard
+
+    monkeypatch.setitem(sys.modules, "tensorboardX", None)  # as where it is not installed
+    lines: list[str] = []
+    assert tensorboard.open_tensorboard(str(tmp_path), 0, lines.append) is None
+    assert len(lines) == 1 and "tensorboardX" in lines[0] and "\n" not in lines[0]
+    assert not os.path.exists(tmp_path / tensorboard.FOLDER)
+    monkeypatch.delitem(sys.modules, "tensorboardX")
+    writer = tensorboard.open_tensorboard(str(tmp_path), 0, lines.append)
+    writer.close()
+    assert len(lines) == 1 and os.path.isdir(tmp_path / tensorboard.FOLDER)

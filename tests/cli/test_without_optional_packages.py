@@ -1,0 +1,57 @@
+"""The CLIs on a machine that lacks packages (the lent GPU machine's image has no
+tensorflow-datasets, array_record or tensorboardX): each missing one costs one line,
+never the run. The packages are hidden from the subprocesses (tests/helpers/hide)."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tests.helpers import NOT_CORE, NOT_ON_GPU_IMAGE, TINY, flags_for, hiding_env
+from tests.tools.test_benchmark import TINY as TINY_BENCH
+from tests.tools.test_benchmark import _bench
+
+
+@pytest.mark.slow
+def test_training_reads_the_idx_folder_and_skips_tensorboard(cli, tiny_mnist_dir, tmp_path):
+    workdir = tmp_path / "run"
+    flags = flags_for({**TINY, "epochs": 1, "tfds_dir": str(tmp_path / "tfds"),
+                       "mnist_dir": tiny_mnist_dir})
+    result = cli.train("--workdir", str(workdir), *flags, env=hiding_env(*NOT_ON_GPU_IMAGE))
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"TFDS is not installed (array_record cannot be imported): reading MNIST from the "
+        f"IDX files in {tiny_mnist_dir}"]
+    notices = [line for line in result.stdout.splitlines() if line.startswith("TensorBoard")]
+    assert len(notices) == 1 and "tensorboardX cannot be imported" in notices[0]
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1]
+    assert json.loads((workdir / "summary.json").read_text())["epochs"] == 1
+    assert not (workdir / "tensorboard").exists() and not (tmp_path / "tfds").exists()
+
+
+@pytest.mark.slow
+def test_benchmark_runs_with_only_the_five_core_packages(tmp_path):
+    """jax, flax, optax, orbax-checkpoint and numpy: the synthetic-data benchmark (and its
+    first-step probe, a child process) imports nothing else of the project's."""
+    out = tmp_path / "bench.json"
+    result = _bench(*TINY_BENCH, "--loops", "host", "--device-counts", "1", "--json", str(out),
+                    env=hiding_env(*NOT_CORE))
+    assert result.returncode == 0, result.stderr
+    r = json.loads(out.read_text())
+    assert r["data"] == "synthetic" and [e["loop"] for e in r["epoch"]] == ["host"]
+    assert r["first_step"]["first_step_seconds"] > 0
+    assert "Traceback" not in result.stderr
+
+
+def test_hidden_packages_cannot_be_imported(cli):
+    """The hiding itself: otherwise the tests above would pass for the wrong reason."""
+    code = ("import importlib\nfor name in " + repr(NOT_CORE) + ":\n"
+            "    try:\n        importlib.import_module(name)\n"
+            "    except ImportError as e:\n        print(e.name)\n")
+    result = cli.run(["-c", code], env=hiding_env(*NOT_CORE))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == list(NOT_CORE)
+    assert os.environ.get("MNIST_PLUS_HIDE_MODULES") is None  # this process is untouched
