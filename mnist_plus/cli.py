@@ -157,6 +157,10 @@ def launch(parser: Callable[[], argparse.ArgumentParser], module: str,
         args = parser().parse_args(argv)
         args.argv = list(argv)  # as given: for a tool that reruns itself in a fresh process
         check(args)
+        if hasattr(args, "cpu_kernels"):  # a config-taking CLI: before JAX starts
+            from mnist_plus.runtime import host
+
+            host.use_cpu_kernels(config_from_args(args).cpu_kernels)
         importlib.import_module(module).run(args)
 
     return run_main(go, sys.argv[1:] if argv is None else list(argv))

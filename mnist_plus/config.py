@@ -30,6 +30,7 @@ STEMS = ("conv", "patch")
 ARCHS = ("mnist_plus", "writeup")
 OPTIMIZERS = ("adamw", "sgd")
 SCHEDULES = ("one_cycle", "constant")
+CPU_KERNELS = ("xla", "ynn")  # runtime/host.use_cpu_kernels
 
 
 def _field(default: Any, help: str, resume: bool = False, choices=None):
@@ -116,6 +117,13 @@ class Config:
     loop: str = _field("auto", "training loop: 'host' (per-step jit fed from NumPy), 'scan' "
                        "(data on device, lax.scan over steps), 'auto' (host on CPU, where it "
                        "is measured faster; scan on other backends)", resume=True, choices=LOOPS)
+    cpu_kernels: str = _field("xla", "XLA:CPU's kernels for dots: 'xla' (its default) or 'ynn' "
+                              "(YNNPACK, XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type=dot: "
+                              "the backward pass's filter convolutions become fast dots; "
+                              "docs/performance.md). Read when JAX starts: set it on the "
+                              "command line or in a config, not from an already running "
+                              "process; the same run up to the last bits", resume=True,
+                              choices=CPU_KERNELS)
     checkpoint_every_steps: int = _field(0, "also checkpoint every N steps (0: only at epoch ends)",
                                          resume=True)
     keep_checkpoints: int = _field(3, "how many recent checkpoints to keep", resume=True)

@@ -16,4 +16,4 @@ def get_config():
             "momentum": 0.9, "schedule": "constant", "learning_rate": 0.01,
             "weight_decay": 0.0, "label_smoothing": 0.0, "batch_size": 128, "epochs": 10,
             "augment_shift": 0, "augment_rotate": 0.0, "augment_scale": 0.0,
-            "augment_shear": 0.0, "augment_elastic": 0.0, "precise_bn": 0}
+            "augment_shear": 0.0, "augment_elastic": 0.0, "precise_bn": 0, "cpu_kernels": "ynn"}

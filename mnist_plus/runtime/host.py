@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import sys
 
 CPUINFO = "/proc/cpuinfo"
 # Widest first: the name cpu_isa() gives, and the /proc/cpuinfo flag that shows it.
@@ -55,3 +56,31 @@ def cpu_count() -> int | None:
     """Logical cores of the machine (os.cpu_count: not narrowed to this process's
     affinity), as the benchmark has always reported them."""
     return os.cpu_count()
+
+
+YNN_DOTS = "--xla_cpu_experimental_ynn_fusion_type=dot"
+_KERNEL_FLAGS = {"xla": "", "ynn": YNN_DOTS}
+
+
+def use_cpu_kernels(kind: str) -> None:
+    """Put `Config.cpu_kernels`' XLA flag into XLA_FLAGS, which XLA reads once, when JAX's
+    backend starts; the launchers call this before that. Child processes inherit it.
+
+    With YNNPACK for dots, XLA:CPU rewrites a convolution's filter gradient (a contraction
+    over batch and pixels into a few outputs, where its own convolution kernel is slow) as
+    a dot (`python -m mnist_plus.benchmark --cpu-kernels ynn`; docs/performance.md).
+    Where the backend is already running, says so in one line: the process keeps its
+    kernels (the same numbers up to the last bits).
+    """
+    flag = _KERNEL_FLAGS[kind]
+    current = os.environ.get("XLA_FLAGS", "")
+    if not flag or flag in current.split():
+        return
+    if "jax" in sys.modules:
+        from jax._src import xla_bridge
+
+        if xla_bridge.backends_are_initialized():
+            print(f"cpu_kernels {kind}: JAX is already running in this process, so XLA "
+                  f"keeps its kernels; start a fresh process to use {kind}", file=sys.stderr)
+            return
+    os.environ["XLA_FLAGS"] = f"{current} {flag}".strip()

@@ -45,11 +45,16 @@ def child_env() -> dict[str, str]:
     return env
 
 
+# Fields that do not define the numbers but that the comparison's runs must share.
+_PASSED_ON = ("tfds_dir", "mnist_dir", "cpu_kernels", "loop")
+
+
 def _config_flags(config: config_lib.Config) -> list[str]:
-    """Flags that reproduce the run-defining fields of `config` (and its data location)."""
+    """Flags that reproduce the run-defining fields of `config`, its data location and
+    how it runs (kernels, loop)."""
     flags = []
     for f in dataclasses.fields(config):
-        if f.metadata["resume"] and f.name not in ("tfds_dir", "mnist_dir"):
+        if f.metadata["resume"] and f.name not in _PASSED_ON:
             continue
         value = getattr(config, f.name)
         if f.name in ("tfds_dir", "mnist_dir") and not value:
