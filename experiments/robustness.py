@@ -21,7 +21,9 @@ off-centre, enlarged, on white paper) and passed through predict's own preproces
 (`white_on_black` then `fit_mnist` or `fit_resize`), against the plain 28x28 images.
 
 Writes robustness.json, robustness.md (tables) and robustness.png / examples.png into --out.
-Only NumPy and PIL do the image work (no scipy).
+The transforms are mnist_plus/tools/corruptions.py's: this experiment sweeps their
+severities, where `python -m mnist_plus.robustness` (the benchmark, with the 15 MNIST-C
+corruptions) measures one strength each.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from mnist_plus.data import mnist as data
+from mnist_plus.tools import corruptions
 from mnist_plus.tools import predict
 from mnist_plus.data import sampler
 from mnist_plus.tools import trained
@@ -46,82 +49,11 @@ SIZE = 28
 Images = np.ndarray  # uint8 [N, 28, 28]
 
 
-# --- transforms: uint8 [N,28,28] -> uint8 [N,28,28] ------------------------------------
+# --- transforms: mnist_plus/tools/corruptions.py's (the benchmark's), at several severities
 
-def _per_image(images: Images, fn: Callable[[Any], Any]) -> Images:
-    from PIL import Image
-
-    return np.stack([np.asarray(fn(Image.fromarray(x))) for x in images]).astype(np.uint8)
-
-
-def rotate(images: Images, degrees: float) -> Images:
-    """Counter-clockwise by `degrees` about the image centre."""
-    from PIL import Image
-
-    return _per_image(images, lambda im: im.rotate(degrees, Image.Resampling.BILINEAR,
-                                                   fillcolor=0))
-
-
-def scale(images: Images, factor: float) -> Images:
-    """Zoom by `factor` about the image centre (PIL's point (14, 14): it samples at pixel
-    centres), keeping 28x28: > 1 enlarges the digit, < 1 shrinks it."""
-    from PIL import Image
-
-    c, inv = SIZE / 2, 1.0 / factor
-    # An AFFINE transform maps each output point to the input point it samples.
-    coefficients = (inv, 0.0, c - inv * c, 0.0, inv, c - inv * c)
-    return _per_image(images, lambda im: im.transform(
-        (SIZE, SIZE), Image.Transform.AFFINE, coefficients, Image.Resampling.BILINEAR,
-        fillcolor=0))
-
-
-def _window(images: Images, reduce: Callable) -> Images:
-    padded = np.pad(images, ((0, 0), (1, 1), (1, 1)))  # black outside the image
-    shifted = [padded[:, dy: dy + SIZE, dx: dx + SIZE] for dy in range(3) for dx in range(3)]
-    return reduce(np.stack(shifted), axis=0).astype(np.uint8)
-
-
-def thickness(images: Images, steps: int) -> Images:
-    """Dilate (`steps` > 0: 3x3 max filter) or erode (< 0: 3x3 min filter) |steps| times."""
-    for _ in range(abs(steps)):
-        images = _window(images, np.max if steps > 0 else np.min)
-    return images
-
-
-def gaussian_kernel(sigma: float) -> np.ndarray:
-    """Normalised 1-D Gaussian, cut at 3 sigma."""
-    radius = max(1, int(np.ceil(3 * sigma)))
-    x = np.arange(-radius, radius + 1, dtype=np.float64)
-    k = np.exp(-0.5 * (x / sigma) ** 2)
-    return k / k.sum()
-
-
-def blur(images: Images, sigma: float) -> Images:
-    """Separable Gaussian blur, zero (black) outside the image."""
-    k = gaussian_kernel(sigma)
-    r = len(k) // 2
-    out = images.astype(np.float64)
-    for axis in (1, 2):
-        pad = [(0, 0)] * 3
-        pad[axis] = (r, r)
-        padded = np.pad(out, pad)
-        out = sum(w * np.take(padded, np.arange(i, i + SIZE), axis=axis)
-                  for i, w in enumerate(k))
-    return np.clip(np.round(out), 0, 255).astype(np.uint8)
-
-
-def contrast(images: Images, factor: float) -> Images:
-    """Every pixel times `factor`: dimmer strokes, same shape (blur and low-res also dim
-    the strokes; this separates dimming from losing sharpness)."""
-    return np.round(images * factor).astype(np.uint8)
-
-
-def low_res(images: Images, side: int) -> Images:
-    """Down to side x side by area averaging (PIL BOX), back up to 28x28 bilinearly."""
-    from PIL import Image
-
-    return _per_image(images, lambda im: im.resize((side, side), Image.Resampling.BOX)
-                      .resize((SIZE, SIZE), Image.Resampling.BILINEAR))
+rotate, scale = corruptions.rotate_by, corruptions.scale_by
+thickness, blur = corruptions.thickness, corruptions.blur
+low_res, contrast = corruptions.low_res, corruptions.contrast
 
 
 # (transform, x-axis label, [(severity, label, function)]); severity 0 is the clean image.

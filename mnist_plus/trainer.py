@@ -233,8 +233,9 @@ def _report(config: config_lib.Config, workdir: str, mnist: data.Mnist,
     if config.report:
         from mnist_plus.tools import report  # matplotlib is only imported now
 
-        if not report.is_current(workdir):
-            log(f"report: {report.write_report(workdir, mnist, log=log)}")
+        if not report.is_current(workdir, config.robustness):
+            path = report.write_report(workdir, mnist, log=log, robustness=config.robustness)
+            log(f"report: {path}")
 
 
 def _finish(workdir: str, metrics_log: metrics_lib.JsonlLog, timing_log: metrics_lib.JsonlLog,

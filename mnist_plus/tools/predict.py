@@ -30,6 +30,12 @@ from mnist_plus.errors import UsageError
 SIZE = 28
 BOX = 20           # MNIST scaled each digit's bounding box to fit 20x20
 INK = 0.2          # after stretching, pixels above this fraction of white are the digit
+MIN_CONTRAST = 24.0  # find_digit: ink must be this much brighter than the paper (of 255),
+NOISE_MARGIN = 8.0   # and this many of the paper's noise standard deviations
+BRIDGE = 0.2         # gaps up to this fraction of the largest piece's size are bridged
+SPECK = 0.1          # pieces under this fraction of the largest are dust, not the digit
+BLOB = 0.3           # a second piece this large beside the largest: several blobs
+THICK = 6.0          # strokes wider than this (pixels at 28x28: MNIST's widest) are thinned
 
 
 def read_image(path: str):
@@ -67,17 +73,71 @@ def white_on_black(pixels: np.ndarray, background: str = "auto") -> np.ndarray:
     return 255.0 - pixels if invert else pixels
 
 
-def fit_mnist(pixels: np.ndarray) -> np.ndarray:
-    """White-on-black float [H,W] -> uint8 [28,28] framed as MNIST's digits are."""
-    from PIL import Image
+def flatten_background(pixels: np.ndarray) -> np.ndarray:
+    """White-on-black float [H,W] less its slowly varying background (a grey opening as
+    wide as half the image: strokes are narrower, so only uneven lighting is removed; on
+    MNIST's black background it removes nothing)."""
+    from scipy import ndimage
 
+    side = max(3, max(pixels.shape) // 2)
+    return pixels - ndimage.grey_opening(pixels, size=(side, side), mode="nearest")
+
+
+def _stretch(pixels: np.ndarray) -> tuple[np.ndarray, float]:
+    """Pixels scaled so the border's median is 0 and the brightest is 1, and the span."""
     low = float(np.median(_border(pixels)))
     high = float(pixels.max())
-    if high - low < 1.0:  # a blank image: nothing to frame
+    if high - low < 1.0:
+        return np.zeros(pixels.shape), high - low
+    return np.clip((pixels - low) / (high - low), 0.0, 1.0), high - low
+
+
+def find_digit(pixels: np.ndarray, path: str) -> np.ndarray:
+    """The digit's ink in white-on-black float [H,W] (bool [H,W]), or a one-line UsageError
+    naming `path` when there is no ink (a blank or uniform image, or only noise) or several
+    blobs of ink of comparable size (more than one digit, or a digit and something else).
+
+    Ink is what stands above INK after the contrast stretch; pieces closer than BRIDGE of
+    the digit's size count as one (MNIST's 4s and 5s have broken strokes), and pieces
+    under SPECK of the largest are dust, left out of the digit."""
+    from scipy import ndimage
+
+    stretched, span = _stretch(pixels)
+    spread = 1.4826 * float(np.median(np.abs(pixels - np.median(pixels))))  # noise sigma
+    if span < max(MIN_CONTRAST, NOISE_MARGIN * spread):
+        raise UsageError(f"{path}: no ink found (the image is blank, uniform or only noise, "
+                         f"or --background is the wrong way round): give an image of one "
+                         f"digit")
+    ink = stretched > INK
+    eight = np.ones((3, 3), bool)
+    pieces, count = ndimage.label(ink, structure=eight)
+    sizes = np.bincount(pieces.ravel(), minlength=count + 1)[1:]
+    biggest = np.flatnonzero(pieces == 1 + int(sizes.argmax()))
+    rows, cols = np.unravel_index(biggest, ink.shape)
+    reach = max(1, round(BRIDGE * max(np.ptp(rows) + 1, np.ptp(cols) + 1)))
+    grown = ndimage.maximum_filter(ink, size=2 * reach + 1)
+    groups, _ = ndimage.label(grown, structure=eight)
+    mass = np.bincount(groups[ink], minlength=groups.max() + 1)
+    mass[0] = 0
+    order = np.argsort(mass)[::-1]
+    blobs = int(np.sum(mass >= BLOB * mass[order[0]]))
+    if blobs > 1:
+        raise UsageError(f"{path}: several blobs of ink found ({blobs} of comparable size, "
+                         f"apart): crop the image to one digit")
+    return ink & (mass[groups] >= SPECK * mass[order[0]])
+
+
+def fit_mnist(pixels: np.ndarray, digit: np.ndarray | None = None) -> np.ndarray:
+    """White-on-black float [H,W] -> uint8 [28,28] framed as MNIST's digits are; `digit`
+    (from `find_digit`) picks the ink to crop to, else every pixel above INK."""
+    from PIL import Image
+
+    stretched, span = _stretch(pixels)
+    if span < 1.0:  # a blank image: nothing to frame
         return np.zeros((SIZE, SIZE), np.uint8)
-    stretched = np.clip((pixels - low) / (high - low), 0.0, 1.0)
-    rows = np.flatnonzero((stretched > INK).any(axis=1))
-    cols = np.flatnonzero((stretched > INK).any(axis=0))
+    ink = stretched > INK if digit is None else digit
+    rows = np.flatnonzero(ink.any(axis=1))
+    cols = np.flatnonzero(ink.any(axis=0))
     crop = stretched[rows[0]: rows[-1] + 1, cols[0]: cols[-1] + 1]
     h, w = crop.shape
     scale = BOX / max(h, w)
@@ -95,6 +155,30 @@ def fit_mnist(pixels: np.ndarray) -> np.ndarray:
     return np.round(out).astype(np.uint8)
 
 
+def stroke_width(image: np.ndarray) -> float:
+    """Typical stroke width in pixels of a uint8 [28,28] digit: twice the median depth of
+    its strokes' centre lines (MNIST's: 2 to 4, at most 6)."""
+    from scipy import ndimage
+
+    ink = image > 128
+    depth = ndimage.distance_transform_edt(ink)
+    ridge = ink & (depth >= ndimage.maximum_filter(depth, size=3))
+    return 2.0 * float(np.median(depth[ridge])) if ridge.any() else 0.0
+
+
+def thin_strokes(image: np.ndarray) -> np.ndarray:
+    """A framed digit drawn bolder than any MNIST digit (a brush, a marker) eroded, one
+    pixel per side at a time, until its strokes are no wider than THICK: the model never
+    saw such strokes. MNIST's own digits are left as they are."""
+    from scipy import ndimage
+
+    for _ in range(3):
+        if stroke_width(image) <= THICK:
+            break
+        image = ndimage.grey_erosion(image, size=(3, 3))
+    return image
+
+
 def fit_resize(pixels: np.ndarray) -> np.ndarray:
     """White-on-black float [H,W] -> uint8 [28,28]: padded to a square (black), resized."""
     from PIL import Image
@@ -109,9 +193,12 @@ def fit_resize(pixels: np.ndarray) -> np.ndarray:
 
 
 def preprocess(path: str, background: str = "auto", fit: str = "mnist") -> np.ndarray:
-    """The image file at `path` as MNIST's uint8 [28,28,1], white digit on black."""
+    """The image file at `path` as MNIST's uint8 [28,28,1], white digit on black; a
+    one-line UsageError when it does not look like one digit (see `find_digit`)."""
     pixels = white_on_black(np.asarray(read_image(path), np.float32), background)
-    framed = fit_mnist(pixels) if fit == "mnist" else fit_resize(pixels)
+    flat = flatten_background(pixels)
+    digit = find_digit(flat, path)
+    framed = thin_strokes(fit_mnist(flat, digit)) if fit == "mnist" else fit_resize(pixels)
     return framed[..., None]
 
 

@@ -52,6 +52,7 @@ def test_help_explains_every_flag(cli):
     ("predict", ["--number", "12", "a.png"]), ("predict", ["--number", "3", "--step", "x", "a.png"]),
     ("report", ["--help"]), ("report", ["--step", "-1"]), ("report", ["runs"]),
     ("benchmark", ["--help"]), ("benchmark", ["--batch-sizes", "0"]),
+    ("robustness", ["--help"]), ("robustness", ["--limit", "-1"]),
 ])
 def test_help_and_flag_mistakes_answer_before_jax_is_imported(cli, module, flags):
     """They are checked before the imports that take about 1 s of a start; a valid

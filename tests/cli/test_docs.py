@@ -44,12 +44,13 @@ PACKAGE_COMMANDS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "mnist_plus.benchmark": cli.benchmark_parser,
     "mnist_plus.report": cli.report_parser,
     "mnist_plus.predict": cli.predict_parser,
+    "mnist_plus.robustness": cli.robustness_parser,
 }
 SCRIPTS = {f"mnist-plus-{name.split('.')[1]}": name for name in PACKAGE_COMMANDS}
 
 COMMAND = re.compile(
     r"python3? -m (?P<module>(?:mnist_plus|experiments)(?:\.\w+)+)"
-    r"|(?P<script>\bmnist-plus-(?:train|report|predict|benchmark)\b)"
+    r"|(?P<script>\bmnist-plus-(?:train|report|predict|benchmark|robustness)\b)"
     # Programs whose flags are not ours: what follows them is not checked.
     r"|(?P<foreign>(?<![\w-])(?:pip|pytest|tensorboard|xprof|uv|srun|sbatch|SBATCH|git)\b)")
 FLAG = re.compile(r"(?<![\w-])(--[a-z0-9][a-z0-9-]*)(?![\w])")

@@ -11,6 +11,7 @@ from PIL import Image
 
 from mnist_plus import configs
 from mnist_plus.data import mnist as data
+from mnist_plus.errors import UsageError
 from mnist_plus.tools import predict
 from mnist_plus.tools import trained
 from mnist_plus.trainer import train_and_evaluate
@@ -129,7 +130,9 @@ def test_resize_fit_round_trips_a_28x28_png_exactly(tiny_model, tmp_path):
     Image.fromarray(255 - image[..., 0]).save(inverted)
     np.testing.assert_array_equal(predict.preprocess(inverted, fit="resize"), image)  # auto
     np.testing.assert_array_equal(predict.preprocess(inverted, "white", fit="resize"), image)
-    assert predict.preprocess(inverted, "black", fit="resize").mean() > 128  # left as is
+    # Told the wrong background, predict finds no single digit of ink and says so.
+    with pytest.raises(UsageError, match="inverted.png: "):
+        predict.preprocess(inverted, "black", fit="resize")
 
 
 def test_mnist_fit_crops_scales_and_centres_by_mass(tmp_path):
@@ -137,7 +140,9 @@ def test_mnist_fit_crops_scales_and_centres_by_mass(tmp_path):
     canvas[40:140, 120:170] = 20
     path = str(tmp_path / "blob.jpg")
     Image.fromarray(canvas).save(path)
-    out = predict.preprocess(path)[..., 0].astype(float)
+    # The framing alone: preprocess would also thin this 10-pixel-wide block's "strokes".
+    pixels = predict.white_on_black(np.asarray(predict.read_image(path), np.float32))
+    out = predict.fit_mnist(pixels).astype(float)
     assert out.shape == (28, 28)
     rows = np.flatnonzero((out > 128).any(axis=1))
     cols = np.flatnonzero((out > 128).any(axis=0))
@@ -155,7 +160,9 @@ def test_bad_inputs_are_one_line_errors(tiny_model, tmp_path):
     text = tmp_path / "notes.png"
     text.write_text("not an image")
     good = tmp_path / "good.png"
-    Image.fromarray(np.zeros((28, 28), np.uint8)).save(good)
+    bar = np.zeros((28, 28), np.uint8)
+    bar[6:22, 12:16] = 255  # one stroke: ink that predict accepts
+    Image.fromarray(bar).save(good)
     cases = [
         (["--workdir", workdir, "--number", "3", str(text), str(tmp_path / "missing.png")],
          [f"{text} is not an image", "missing.png: no such file", "2 of 2 files"]),
