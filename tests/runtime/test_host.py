@@ -48,3 +48,32 @@ def test_this_hosts_figures_need_neither_jax_nor_torch():
                          text=True, timeout=60, env={**os.environ, "PYTHONPATH": REPO})
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == [host.cpu_isa(), str(os.cpu_count()), "False", "False"]
+
+
+def _kernels_in_fresh_process(code: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=120, env={**env, "PYTHONPATH": REPO})
+
+
+def test_ynn_kernels_set_xla_flags_before_jax_starts_and_xla_leaves_them_alone():
+    result = _kernels_in_fresh_process(
+        "import os; from mnist_plus.runtime import host\n"
+        "host.use_cpu_kernels('xla'); print(repr(os.environ.get('XLA_FLAGS')))\n"
+        "host.use_cpu_kernels('ynn'); host.use_cpu_kernels('ynn')\n"
+        "import jax; jax.numpy.zeros(1).block_until_ready()\n"
+        "print(os.environ['XLA_FLAGS'])")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["None", host.YNN_DOTS]
+    assert result.stderr == ""
+
+
+def test_ynn_kernels_asked_for_after_jax_started_say_so_in_one_line_and_change_nothing():
+    result = _kernels_in_fresh_process(
+        "import os, jax; jax.numpy.zeros(1).block_until_ready()\n"
+        "from mnist_plus.runtime import host; host.use_cpu_kernels('ynn')\n"
+        "print(os.environ.get('XLA_FLAGS'))")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "None"
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "start a fresh process" in lines[0]
