@@ -28,7 +28,7 @@ EPOCH_KEYS = {"epoch", "steps", "train_images", "train_seconds", "data_seconds",
               "epoch_seconds", "images_per_second", "train_loss", "test_loss",
               "test_digit_accuracy", "test_sum_accuracy", "elapsed_seconds",
               "elapsed_train_seconds"}
-TOP_KEYS = {"format", "framework", "torch_version", "threads", "cpu_isa", "cpu_flags",
+TOP_KEYS = {"format", "framework", "torch_version", "threads", "device", "cpu_isa", "cpu_flags",
             "torch_cpu_capability", "config", "parameters", "train_examples",
             "test_examples", "epochs", "target_reached_epoch", "time_to_target_seconds",
             "time_to_target_train_seconds", "total_train_seconds", "total_seconds", "final"}
