@@ -127,7 +127,9 @@ def first_reaching(epochs: Sequence[dict[str, Any]], digit: float, total: float
         seconds += e["epoch_seconds"]
         train_seconds += e["train_seconds"]
         if e["test_digit_accuracy"] >= digit and e["test_sum_accuracy"] >= total:
-            return {"epoch": e["epoch"], "seconds": seconds, "train_seconds": train_seconds}
+            return {"epoch": e["epoch"], "seconds": seconds, "train_seconds": train_seconds,
+                    "test_digit_accuracy": e["test_digit_accuracy"],
+                    "test_sum_accuracy": e["test_sum_accuracy"]}
     return None
 
 
@@ -149,8 +151,7 @@ def time_to_accuracy(config: config_lib.Config, target: float, seeds: Sequence[i
             ours = run_ours(dataclasses.replace(config, seed=seed), os.path.join(root, f"s{seed}"))
             hit = first_reaching(ours["epochs"], target, target)
             per_seed.append({"seed": seed, "reached": hit is not None,
-                             **({"epoch": hit["epoch"], "seconds": hit["seconds"],
-                                 "train_seconds": hit["train_seconds"]} if hit else {}),
+                             **(hit or {}),
                              "epochs": ours["epochs"]})
             log(f"seed {seed}: " + (f"{target:.2%} digit and sum after epoch {hit['epoch']}, "
                                      f"{hit['seconds']:.1f} s ({hit['train_seconds']:.1f} s "

@@ -25,22 +25,22 @@ def _script(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 @pytest.mark.slow
 def test_tiny_run_writes_every_json_and_one_table(cli, tiny_mnist_dir, tmp_path):
-    """Every step runs; the PyTorch step is made to fail (an unknown preset, where torch
-    imports) to show a failure is recorded, the script goes on, and the exit status is 1."""
+    """Every step runs with the presets the GPU run uses (speedrun, writeup), shrunk; the
+    PyTorch step runs where torch imports (CI installs it) and is skipped elsewhere."""
     out = tmp_path / "out"
     torch_imports = subprocess.run([sys.executable, "-c", "import torch"]).returncode == 0
-    env = {**cli.cache_env, **hiding_env(*NOT_ON_GPU_IMAGE), "GPU_CHECK_TINY": "1",
-           "SPEEDRUN_PRESET": "default", "WRITEUP_PRESET": "no_such_preset"}
+    env = {**cli.cache_env, **hiding_env(*NOT_ON_GPU_IMAGE), "GPU_CHECK_TINY": "1"}
     result = _script(tiny_mnist_dir, str(out), env=env)
-    assert result.returncode == (1 if torch_imports else 0), result.stdout + result.stderr
+    assert result.returncode == 0, result.stdout + result.stderr
 
     lines = (out / "steps.jsonl").read_text().splitlines()
     steps = {r["step"]: r for r in map(json.loads, lines)}
     assert [steps[s]["status"] for s in ("device", "benchmark", "train", "speedrun")] == \
         ["ok"] * 4, steps
     if torch_imports:
-        assert steps["pytorch"]["status"] == "failed" and steps["pytorch"]["exit_code"] == 2
-        assert "'no_such_preset' is unknown" in (out / "logs" / "pytorch.log").read_text()
+        assert steps["pytorch"]["status"] == "ok"
+        compare = json.loads((out / "pytorch.json").read_text())["compare_pytorch"]
+        assert compare["ours_config"]["arch"] == "writeup" and compare["epochs"]
     else:
         assert steps["pytorch"]["status"] == "skipped"
 

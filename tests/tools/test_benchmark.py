@@ -144,15 +144,19 @@ def test_time_to_accuracy_reports_every_seed(prepared_tiny, tmp_path):
     assert result.returncode == 0, result.stderr
     tta = json.loads(out.read_text())["time_to_accuracy"]
     assert tta["target"] == 0.01 and tta["seeds"] == [0, 1] and tta["reached"]
-    # Flags given override the preset's fields (2 epochs, batch 64); the rest it keeps.
+    # Flags given override the preset's fields (batch 128); the rest it keeps.
     assert tta["config"]["epochs"] == 1 and tta["config"]["batch_size"] == 32
-    assert tta["config"]["stem_width"] == configs.preset_fields("fast")["stem_width"] == 8
+    assert tta["config"]["adder"] == configs.preset_fields("speedrun")["adder"] == "shift"
     seconds = [s["seconds"] for s in tta["per_seed"]]
     assert math.isclose(tta["mean_seconds"], sum(seconds) / 2)
     for s in tta["per_seed"]:
         epochs = s["epochs"][:s["epoch"]]
         assert math.isclose(s["seconds"], sum(e["epoch_seconds"] for e in epochs))
         assert 0 < s["train_seconds"] < s["seconds"]
+        hit = s["epochs"][s["epoch"] - 1]  # the accuracy at the stop is in the JSON
+        assert (s["test_digit_accuracy"], s["test_sum_accuracy"]) == (
+            hit["test_digit_accuracy"], hit["test_sum_accuracy"])
+        assert min(s["test_digit_accuracy"], s["test_sum_accuracy"]) >= 0.01
     assert "seed 1:" in result.stdout and "CPU vector ISA" in result.stdout
     assert (f"ours: reached 2 of 2 seeds; {tta['mean_seconds']:.1f} ± {tta['std_seconds']:.1f} s"
             in result.stdout)
@@ -161,15 +165,15 @@ def test_time_to_accuracy_reports_every_seed(prepared_tiny, tmp_path):
 def test_time_to_accuracy_layers_preset_then_config_file_then_flags(tmp_path):
     """The preset is only the defaults: a --config file's fields beat it, flags beat both,
     and `--flag=value` counts as given, as `--flag value` does."""
-    fast = configs.preset_fields("fast")
+    fast = configs.preset_fields("speedrun")
     path = tmp_path / "tta.json"
     path.write_text(json.dumps({"epochs": 3, "width": 12}))
     args = cli.benchmark_parser().parse_args(["--time-to-accuracy", "0.99", "--config",
                                               str(path), "--width", "10", "--batch-size=48"])
     config = benchmark._speed_config(args)
     assert (config.epochs, config.width, config.batch_size) == (3, 10, 48)
-    assert (config.stem, config.stem_width, config.extra_convs) == (
-        fast["stem"], fast["stem_width"], fast["extra_convs"])
+    assert (config.stem, config.stem_width, config.adder) == (
+        fast["stem"], fast["stem_width"], fast["adder"])
     assert not config.progress and not config.report
     # Without --time-to-accuracy the default config is measured, unless --preset names one.
     plain = cli.benchmark_parser().parse_args([])
