@@ -1,6 +1,7 @@
 """The CLIs on a machine that lacks packages (the lent GPU machine's image has no
 tensorflow-datasets, array_record or tensorboardX): each missing one costs one line,
-never the run. The packages are hidden from the subprocesses (tests/helpers/hide)."""
+never the run. The packages are hidden from the subprocesses (tests/helpers/hide). The
+benchmark with only the five core packages runs in tests/experiments/test_gpu_check.py."""
 
 from __future__ import annotations
 
@@ -10,8 +11,6 @@ import os
 import pytest
 
 from tests.helpers import NOT_CORE, NOT_ON_GPU_IMAGE, TINY, flags_for, hiding_env
-from tests.tools.test_benchmark import TINY as TINY_BENCH
-from tests.tools.test_benchmark import _bench
 
 
 @pytest.mark.slow
@@ -30,20 +29,6 @@ def test_training_reads_the_idx_folder_and_skips_tensorboard(cli, tiny_mnist_dir
     assert [r["epoch"] for r in rows] == [1]
     assert json.loads((workdir / "summary.json").read_text())["epochs"] == 1
     assert not (workdir / "tensorboard").exists() and not (tmp_path / "tfds").exists()
-
-
-@pytest.mark.slow
-def test_benchmark_runs_with_only_the_five_core_packages(tmp_path):
-    """jax, flax, optax, orbax-checkpoint and numpy: the synthetic-data benchmark (and its
-    first-step probe, a child process) imports nothing else of the project's."""
-    out = tmp_path / "bench.json"
-    result = _bench(*TINY_BENCH, "--loops", "host", "--device-counts", "1", "--json", str(out),
-                    env=hiding_env(*NOT_CORE))
-    assert result.returncode == 0, result.stderr
-    r = json.loads(out.read_text())
-    assert r["data"] == "synthetic" and [e["loop"] for e in r["epoch"]] == ["host"]
-    assert r["first_step"]["first_step_seconds"] > 0
-    assert "Traceback" not in result.stderr
 
 
 def test_hidden_packages_cannot_be_imported(cli):

@@ -12,7 +12,7 @@ import sys
 import pytest
 
 from experiments import gpu_check
-from tests.helpers import NOT_ON_GPU_IMAGE, REPO, hiding_env
+from tests.helpers import NOT_CORE, REPO, hiding_env
 
 SCRIPT = os.path.join(REPO, "experiments", "gpu_check.sh")
 
@@ -25,11 +25,13 @@ def _script(*args: str, env: dict[str, str] | None = None) -> subprocess.Complet
 
 @pytest.mark.slow
 def test_tiny_run_writes_every_json_and_one_table(cli, tiny_mnist_dir, tmp_path):
-    """Every step runs with the presets the GPU run uses (speedrun, writeup), shrunk; the
-    PyTorch step runs where torch imports (CI installs it) and is skipped elsewhere."""
+    """Every step runs with the presets the GPU run uses (speedrun, writeup), shrunk, with
+    every package but the five core ones (jax, flax, optax, orbax-checkpoint, numpy) and
+    torch hidden; the PyTorch step runs where torch imports (CI installs it)."""
     out = tmp_path / "out"
     torch_imports = subprocess.run([sys.executable, "-c", "import torch"]).returncode == 0
-    env = {**cli.cache_env, **hiding_env(*NOT_ON_GPU_IMAGE), "GPU_CHECK_TINY": "1"}
+    hidden = [name for name in NOT_CORE if name != "torch"]
+    env = {**cli.cache_env, **hiding_env(*hidden), "GPU_CHECK_TINY": "1"}
     result = _script(tiny_mnist_dir, str(out), env=env)
     assert result.returncode == 0, result.stdout + result.stderr
 
