@@ -103,9 +103,10 @@ class Config:
     augment_stroke: float = _field(0.0, "probability that a training image's strokes are "
                                    "thinned or thickened (grey min or max over a 2x2 square "
                                    "or a 3x3 cross; after the warps; 0: off)")
-    augment_outline: float = _field(0.0, "probability that a training image becomes its "
-                                    "strokes' inner edge (the image less its 2x2 erosion, "
-                                    "stretched to full ink; 0: off)")
+    augment_outline: float = _field(0.0, "probability that a training image becomes a "
+                                    "contour of its strokes (ink above a random threshold, "
+                                    "grown by 0..2 cross dilations, less its cross "
+                                    "erosion: a one-pixel ring; 0: off)")
     augment_blur: float = _field(0.0, "probability that a training image is blurred "
                                  "(Gaussian, sigma 0.3..1.8 pixels drawn for rows and "
                                  "columns apart; 0: off)")

@@ -360,15 +360,20 @@ def _stroke(u, q):
 
 
 def _outline_draw(rng, n, side):
-    return {}
+    return {"threshold": rng.uniform(0.1, 0.6, n), "grow": rng.integers(0, 3, n),
+            "grey": rng.uniform(0.6, 1.0, n)}
 
 
 def _outline(u, q):
-    """The strokes' inner edge: the image less its 2x2 erosion, stretched back to full
-    ink (graded, one to two pixels wide)."""
-    edge = u - _neighbourhood(u, _SQUARE2, np.minimum)
-    top = edge.max(axis=(1, 2), keepdims=True)
-    return np.where(top > 0, edge / np.maximum(top, 1e-6), u)
+    """Only a contour of the strokes: the ink above a random threshold, grown by 0..2
+    steps of a 3x3 cross, less its own cross erosion: a one-pixel ring at a random grey."""
+    mask = (u > q["threshold"][:, None, None]).astype(np.float32)
+    grown = mask
+    for _ in range(2):
+        bigger = _neighbourhood(grown, _CROSS3, np.maximum)
+        grown = np.where(q["grow"][:, None, None] > _, bigger, grown)
+    ring = grown - _neighbourhood(grown, _CROSS3, np.minimum)
+    return ring * q["grey"][:, None, None].astype(np.float32)
 
 
 @functools.lru_cache(maxsize=64)

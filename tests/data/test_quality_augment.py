@@ -111,11 +111,16 @@ def test_stroke_thins_or_thickens_the_ink():
     assert (thinner | thicker).all() and thinner.any() and thicker.any()
 
 
-def test_outline_keeps_only_edge_pixels_of_the_ink():
+def test_outline_leaves_a_thin_ring_around_the_ink_and_not_its_inside():
+    from scipy import ndimage
+
     images, _ = _digits()
     ink = _unit(sampler.normalise(images)) > 0
-    edge = _unit(_apply("outline", images)) > 1e-3
-    assert (edge <= ink).all() and edge.sum() < 0.8 * ink.sum()
+    ring = _unit(_apply("outline", images)) > 1e-3
+    near = ndimage.binary_dilation(ink, np.ones((1, 7, 7), bool))
+    inside = ndimage.binary_erosion(ink, np.ones((1, 3, 3), bool))
+    assert ring.any(axis=(1, 2)).all() and (ring <= near).all()
+    assert (ring & inside).sum() < 0.2 * inside.sum()
 
 
 def _max_gradient(u):
