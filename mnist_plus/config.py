@@ -101,8 +101,8 @@ class Config:
                                     "(elastic) displacement field that moves pixels by this "
                                     "many pixels per axis, root mean square (0: off)")
     augment_stroke: float = _field(0.0, "probability that a training image's strokes are "
-                                   "thinned or thickened (grey min or max over a 2x2 square "
-                                   "or a 3x3 cross; after the warps; 0: off)")
+                                   "thinned or thickened (grey min or max over a 2x2 square, "
+                                   "a 3x3 cross, or both in turn; after the warps; 0: off)")
     augment_outline: float = _field(0.0, "probability that a training image becomes a "
                                     "contour of its strokes (ink above a random threshold, "
                                     "grown by 0..2 cross dilations, less its cross "
@@ -122,8 +122,8 @@ class Config:
                                   "(a rate of 0.02..0.12 of pixels), half each (0: off)")
     augment_occlude: float = _field(0.0, "probability that a training image gets a straight "
                                     "line drawn across (random angle, 1..2.5 px, grey "
-                                    "0.5..1) or a 4..10 px rectangle erased, half each "
-                                    "(0: off)")
+                                    "0.5..1) or a 4..10 px rectangle painted at a random "
+                                    "grey (black to white), half each (0: off)")
     input_stretch: bool = _field(False, "the model first stretches each image's range to "
                                  "clean MNIST's (its darkest pixel to black, its brightest "
                                  "to white), at training, evaluation and prediction alike: "

@@ -332,7 +332,8 @@ def _neighbourhood(u: np.ndarray, offsets, reduce) -> np.ndarray:
     """Min or max (`reduce`) of each pixel's neighbours at `offsets`, background (0)
     outside the image."""
     side = u.shape[1]
-    padded = np.pad(u, ((0, 0), (1, 1), (1, 1)))
+    padded = np.zeros((u.shape[0], side + 2, side + 2), u.dtype)
+    padded[:, 1:-1, 1:-1] = u
     out = None
     for dr, dc in offsets:
         view = padded[:, 1 + dr: 1 + dr + side, 1 + dc: 1 + dc + side]
@@ -345,17 +346,21 @@ _CROSS3 = ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1))
 
 
 def _stroke_draw(rng, n, side):
-    return {"op": rng.integers(0, 2, n), "element": rng.integers(0, 2, n)}
+    return {"op": rng.integers(0, 2, n), "element": rng.integers(0, 3, n)}
 
 
 def _stroke(u, q):
-    """Thinner (min) or thicker (max) strokes, over a 2x2 square or a 3x3 cross."""
+    """Thinner (min) or thicker (max) strokes, over a 2x2 square, a 3x3 cross, or both
+    in turn (a 4x4 octagon: 12 pixels)."""
     out = u.copy()
     for o, reduce in enumerate((np.minimum, np.maximum)):
-        for e, offsets in enumerate((_SQUARE2, _CROSS3)):
+        for e, elements in enumerate(((_SQUARE2,), (_CROSS3,), (_SQUARE2, _CROSS3))):
             pick = (q["op"] == o) & (q["element"] == e)
             if pick.any():
-                out[pick] = _neighbourhood(u[pick], offsets, reduce)
+                x = u[pick]
+                for offsets in elements:
+                    x = _neighbourhood(x, offsets, reduce)
+                out[pick] = x
     return out
 
 
@@ -453,12 +458,13 @@ def _occlude_draw(rng, n, side):
     return {"line": rng.random(n) < 0.5, "theta": rng.uniform(0, np.pi, n),
             "centre": rng.uniform(6, side - 6, (n, 2)), "width": rng.uniform(1.0, 2.5, n),
             "grey": rng.uniform(0.5, 1.0, n), "size": rng.integers(4, 11, (n, 2)),
-            "corner": rng.random((n, 2))}
+            "corner": rng.random((n, 2)), "fill": rng.random(n)}
 
 
 def _occlude(u, q):
     """A straight line drawn across at a random angle, width and grey (half the images),
-    or a random rectangle of 4..10 x 4..10 pixels erased to background (the other half)."""
+    or a random rectangle of 4..10 x 4..10 pixels painted over at a random grey, black
+    (erased) to white (the other half)."""
     side = u.shape[1]
     grid = np.arange(side, dtype=np.float32)
     rows, cols = grid[None, :, None], grid[None, None, :]
@@ -470,7 +476,7 @@ def _occlude(u, q):
     top = np.floor(e(q["corner"][:, 0]) * (side - h + 1))
     left = np.floor(e(q["corner"][:, 1]) * (side - w + 1))
     box = (rows >= top) & (rows < top + h) & (cols >= left) & (cols < left + w)
-    return np.where(e(q["line"]), np.maximum(u, ink), np.where(box, 0.0, u))
+    return np.where(e(q["line"]), np.maximum(u, ink), np.where(box, e(q["fill"]), u))
 
 
 _FAMILIES = (("stroke", _STROKE_STREAM, _stroke_draw, _stroke),

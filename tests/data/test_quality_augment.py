@@ -155,7 +155,7 @@ def test_noise_changes_every_image_and_lifts_the_background_on_average():
     assert out[paper].mean() > clean[paper].mean() + 0.01
 
 
-def test_occlude_draws_a_line_or_erases_ink():
+def test_occlude_draws_a_line_or_paints_a_rectangle():
     images, _ = _digits()
     before = _unit(sampler.normalise(images)).sum(axis=(1, 2))
     after = _unit(_apply("occlude", images)).sum(axis=(1, 2))
