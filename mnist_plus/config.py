@@ -104,9 +104,11 @@ class Config:
                                    "thinned or thickened (grey min or max over a 2x2 square, "
                                    "a 3x3 cross, or both in turn; after the warps; 0: off)")
     augment_outline: float = _field(0.0, "probability that a training image becomes a "
-                                    "contour of its strokes (ink above a random threshold, "
-                                    "grown by 0..2 cross dilations, less its cross "
-                                    "erosion: a one-pixel ring; 0: off)")
+                                    "contour of its strokes (smoothed by sigma 0..1.2, ink "
+                                    "above a random fraction of the brightest, grown by "
+                                    "0..2 cross dilations, less its cross erosion: a "
+                                    "one-pixel ring, and a brighter level's inside it; "
+                                    "0: off)")
     augment_blur: float = _field(0.0, "probability that a training image is blurred "
                                  "(Gaussian, sigma 0.3..1.8 pixels drawn for rows and "
                                  "columns apart; 0: off)")

@@ -365,19 +365,35 @@ def _stroke(u, q):
 
 
 def _outline_draw(rng, n, side):
-    return {"threshold": rng.uniform(0.1, 0.6, n), "grow": rng.integers(0, 3, n),
-            "grey": rng.uniform(0.6, 1.0, n)}
+    return {"smooth": rng.uniform(0.0, 1.2, (n, 1)).repeat(2, axis=1).astype(np.float32),
+            "threshold": rng.uniform(0.1, 0.6, n), "grow": rng.integers(0, 3, n),
+            "grey": rng.uniform(0.6, 1.0, n), "inner": rng.uniform(0.0, 0.8, n)}
+
+
+def _ring(mask):
+    return mask - _neighbourhood(mask, _CROSS3, np.minimum)
 
 
 def _outline(u, q):
-    """Only a contour of the strokes: the ink above a random threshold, grown by 0..2
-    steps of a 3x3 cross, less its own cross erosion: a one-pixel ring at a random grey."""
-    mask = (u > q["threshold"][:, None, None]).astype(np.float32)
+    """Only contours of the strokes: the image smoothed (Gaussian, sigma 0..1.2, none
+    under 0.3), the part above a random fraction of its brightest pixel, grown by 0..2
+    steps of a 3x3 cross, less its own cross erosion: a one-pixel ring, with the ring of
+    a brighter level inside it where one exists; at a random grey."""
+    smooth = q["smooth"][:, 0] >= 0.3
+    if smooth.any():
+        u = u.copy()
+        u[smooth] = _blur(u[smooth], {"sigma": q["smooth"][smooth]})
+    top = u.max(axis=(1, 2))[:, None, None]
+    mask = (u > q["threshold"][:, None, None] * top).astype(np.float32)
     grown = mask
     for _ in range(2):
         bigger = _neighbourhood(grown, _CROSS3, np.maximum)
         grown = np.where(q["grow"][:, None, None] > _, bigger, grown)
-    ring = grown - _neighbourhood(grown, _CROSS3, np.minimum)
+    ring = _ring(grown)
+    # Half the images also get the ring of a brighter level (`inner` above the first
+    # threshold, up to 1 unseen): nested contours, as a stroke's ridge gives.
+    inner_level = (q["threshold"] + q["inner"])[:, None, None] * top
+    ring = np.maximum(ring, _ring((u > inner_level).astype(np.float32)))
     return ring * q["grey"][:, None, None].astype(np.float32)
 
 
