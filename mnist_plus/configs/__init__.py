@@ -19,7 +19,8 @@ from typing import Any, Mapping
 from mnist_plus import config as config_lib
 from mnist_plus.errors import UsageError
 
-NAMES = ("default", "lean", "fast", "conv_stem", "late_wide", "wider", "accurate", "writeup")
+NAMES = ("default", "lean", "fast", "conv_stem", "late_wide", "wider", "accurate", "writeup",
+         "robust")
 
 
 def preset_fields(name: str) -> dict[str, Any]:
