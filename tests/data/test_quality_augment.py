@@ -180,3 +180,11 @@ def test_stretch_undoes_brightness_and_contrast_and_keeps_clean_images():
                                atol=0.02)
     blank = np.asarray(stretch_range(jnp.full((1, 28, 28, 1), 1.0)))
     assert np.isfinite(blank).all()
+
+
+def test_the_scan_loop_refuses_the_host_side_families_in_one_line():
+    from mnist_plus.training import loops
+
+    images, labels = _digits(8)
+    with pytest.raises(UsageError, match="run on the host: use --loop host"):
+        loops.make_loop("scan", images, labels, 0, 4, sampler.Augment(blur=0.1))
