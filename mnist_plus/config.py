@@ -100,6 +100,36 @@ class Config:
     augment_elastic: float = _field(0.0, "randomly distort training images with a smooth "
                                     "(elastic) displacement field that moves pixels by this "
                                     "many pixels per axis, root mean square (0: off)")
+    augment_stroke: float = _field(0.0, "probability that a training image's strokes are "
+                                   "thinned or thickened (grey min or max over a 2x2 square, "
+                                   "a 3x3 cross, or both in turn; after the warps; 0: off)")
+    augment_outline: float = _field(0.0, "probability that a training image becomes a "
+                                    "contour of its strokes (smoothed by sigma 0..1.2, ink "
+                                    "above a random fraction of the brightest, grown by "
+                                    "0..2 cross dilations, less its cross erosion: a "
+                                    "one-pixel ring, and a brighter level's inside it; "
+                                    "0: off)")
+    augment_blur: float = _field(0.0, "probability that a training image is blurred "
+                                 "(Gaussian, sigma 0.3..1.8 pixels drawn for rows and "
+                                 "columns apart; 0: off)")
+    augment_lowres: float = _field(0.0, "probability that a training image is brought down "
+                                   "to 7..20 pixels a side (tent filter) and back up "
+                                   "(linear; 0: off)")
+    augment_background: float = _field(0.0, "probability that a training image's ink "
+                                       "contrast is cut (x 0.3..1) and a smooth grey field "
+                                       "added (level 0..0.5 plus 0..0.5 of a 3x3 bilinear "
+                                       "random bump; clipped; 0: off)")
+    augment_noise: float = _field(0.0, "probability that a training image gets noise: "
+                                  "additive Gaussian (std 0.05..0.35) or salt and pepper "
+                                  "(a rate of 0.02..0.12 of pixels), half each (0: off)")
+    augment_occlude: float = _field(0.0, "probability that a training image gets a straight "
+                                    "line drawn across (random angle, 1..2.5 px, grey "
+                                    "0.5..1) or a 4..10 px rectangle painted at a random "
+                                    "grey (black to white), half each (0: off)")
+    input_stretch: bool = _field(False, "the model first stretches each image's range to "
+                                 "clean MNIST's (its darkest pixel to black, its brightest "
+                                 "to white), at training, evaluation and prediction alike: "
+                                 "brightness, grey backgrounds and contrast no longer matter")
     precise_bn: int = _field(10000, "after every epoch, recompute BatchNorm's statistics from "
                              "the first N training images (all of them if fewer), unaugmented, "
                              "in whole batches of --batch-size, before evaluating and "
@@ -183,6 +213,12 @@ def validate(config: Config, train_size: int | None = None) -> Config:
         if not (isinstance(value, (int, float)) and not isinstance(value, bool)
                 and 0 <= value <= top):
             raise bad(name, value, f"it must be a number from 0 (off) to {top:g}")
+    for name in ("augment_stroke", "augment_outline", "augment_blur", "augment_lowres",
+                 "augment_background", "augment_noise", "augment_occlude"):
+        value = getattr(config, name)
+        if not (isinstance(value, (int, float)) and not isinstance(value, bool)
+                and 0 <= value <= 1):
+            raise bad(name, value, "it must be a probability from 0 (off) to 1")
     for name in ("stem_width", "late_width"):
         value = getattr(config, name)
         if not (isinstance(value, int) and value >= 0):

@@ -49,6 +49,22 @@ def max_pool_2x2(x: jax.Array) -> jax.Array:
     return x.reshape(b, h // 2, 2, w // 2, 2, c).max(axis=(2, 4))
 
 
+# Normalised black and white (sampler.normalise of 0 and 255).
+CLEAN_LOW = (0.0 - 0.1307) / 0.3081
+CLEAN_HIGH = (1.0 - 0.1307) / 0.3081
+MIN_SPAN = 0.05  # normalised units (about 4 grey levels): a blank image is not amplified more
+
+
+def stretch_range(image: jax.Array) -> jax.Array:
+    """Each normalised image [B,H,W,C] mapped linearly so its darkest pixel is black and its
+    brightest white (`Config.input_stretch`): a lifted background, a grey field's floor
+    and lowered contrast are undone; clean MNIST (0 to 255) is unchanged up to rounding."""
+    low = jnp.min(image, axis=(1, 2, 3), keepdims=True)
+    high = jnp.max(image, axis=(1, 2, 3), keepdims=True)
+    scale = (CLEAN_HIGH - CLEAN_LOW) / jnp.maximum(high - low, MIN_SPAN)
+    return CLEAN_LOW + (image - low) * scale
+
+
 class DigitNet(nn.Module):
     """28x28x1 -> 1x1x10 digit logits, plus pooled features for the adder experiment.
 
@@ -204,6 +220,7 @@ class MnistPlusNet(nn.Module):
     stem: str = "patch"          # how 28x28 becomes 13x13: see STEMS and Config.stem
     late_width: int = 32         # channels of the 5x5 blocks; 0: width
     arch: str = "mnist_plus"     # or "writeup", the write-up's net: see ARCHS, Config.arch
+    input_stretch: bool = False  # stretch each image's range to clean MNIST's first
 
     def setup(self):
         if self.arch not in ARCHS:
@@ -226,6 +243,9 @@ class MnistPlusNet(nn.Module):
         self.adder = (Adder(self.adder_hidden, torch_init=writeup) if self.adder_kind == "mlp"
                       else ShiftAdder())
 
+    def _input(self, image: jax.Array) -> jax.Array:
+        return stretch_range(image) if self.input_stretch else image
+
     def _adder_view(self, logits: jax.Array, features: jax.Array) -> jax.Array:
         if self.adder_input == "probs":
             return jax.nn.softmax(logits)
@@ -235,7 +255,7 @@ class MnistPlusNet(nn.Module):
 
     def __call__(self, image: jax.Array, number: jax.Array,
                  train: bool = False) -> tuple[jax.Array, jax.Array]:
-        logits, features = self.digit_net(image, train)
+        logits, features = self.digit_net(self._input(image), train)
         return logits, self.adder(self._adder_view(logits, features), number)
 
     def heads(self, image: jax.Array, number: jax.Array
@@ -243,7 +263,7 @@ class MnistPlusNet(nn.Module):
         """(digit logits [B,10], sum logits [B,19] with `number`, sum logits [B,10,19]
         with every number 0..9), in inference mode: what evaluation and prediction need,
         with the conv net run once per image (only the small adder runs eleven times)."""
-        logits, features = self.digit_net(image, False)
+        logits, features = self.digit_net(self._input(image), False)
         view = self._adder_view(logits, features)
         return logits, self.adder(view, number), self._all_numbers(view)
 

@@ -24,6 +24,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
+from mnist_plus.errors import UsageError
+
 from mnist_plus.training import mesh as mesh_lib
 from mnist_plus.data import sampler
 from mnist_plus.training.state import TrainState
@@ -239,4 +241,7 @@ def make_loop(name: str, images: np.ndarray, labels: np.ndarray, seed: int, batc
     already normalised. `step`: `train_step` with the run's loss settings."""
     if choose_loop(name) == "host":
         return host_loop(images, labels, seed, batch_size, augment, held_out, mesh, step)
+    if augment.quality:
+        raise UsageError("the --augment-stroke/outline/blur/lowres/background/noise/occlude "
+                         "families run on the host: use --loop host")
     return ScanLoop(images, labels, seed, batch_size, augment, held_out, mesh, step)

@@ -92,9 +92,11 @@ def epoch_plans(seeds: Sequence[int], epoch: int, labels: np.ndarray,
 
 
 def stacked_batch(images: np.ndarray, labels: np.ndarray, plans: tuple[np.ndarray, ...],
-                  step: int, batch_size: int, augment: sampler.Augment = sampler.NO_AUGMENT
-                  ) -> sampler.Batch:
-    """Step `step` of every seed's epoch as one [K, B, ...] batch (as `train_batches`)."""
+                  step: int, batch_size: int, augment: sampler.Augment = sampler.NO_AUGMENT,
+                  seeds: Sequence[int] = (), epoch: int = 0) -> sampler.Batch:
+    """Step `step` of every seed's epoch as one [K, B, ...] batch (as `train_batches`).
+    `seeds` and `epoch` key the image-quality families' draws (`sampler.apply_quality`);
+    they are needed only when `augment` turns one on."""
     permutations, numbers, shifts, maps = plans
     sl = slice(step * batch_size, (step + 1) * batch_size)
     idx = permutations[:, sl]
@@ -104,6 +106,11 @@ def stacked_batch(images: np.ndarray, labels: np.ndarray, plans: tuple[np.ndarra
         flat, augment, shifts[:, sl].reshape(-1, 2),
         None if maps is None else maps[:, sl].reshape((-1,) + maps.shape[2:])
     ).reshape(batch_images.shape)
+    if augment.quality:
+        if len(seeds) != len(batch_images):
+            raise ValueError("stacked_batch needs the seeds with image-quality augmentation")
+        batch_images = np.stack([sampler.apply_quality(b, augment, int(s), epoch, step)
+                                 for b, s in zip(batch_images, seeds)])
     return sampler.make_batch(batch_images, labels[idx], numbers[:, sl],
                               mask=np.ones(idx.shape, np.float32))
 
@@ -166,7 +173,7 @@ def seeds_loop(step: Callable, images: np.ndarray, labels: np.ndarray, seeds: Se
     def batches(epoch: int, start: int) -> Iterator[sampler.Batch]:
         plans = epoch_plans(seeds, epoch, labels, augment, holdout)
         for i in range(start, sampler.steps_per_epoch(len(labels), batch_size)):
-            yield stacked_batch(images, labels, plans, i, batch_size, augment)
+            yield stacked_batch(images, labels, plans, i, batch_size, augment, seeds, epoch)
 
     return loops.HostLoop(batches, step, place)
 

@@ -214,14 +214,20 @@ def test_calibrated_bounds_reject_wrong_runs(single_runs, calibration):
             assert rounding.excess(leaves, reference, bound) >= FAR, name
 
 
-def test_stacked_batches_are_each_seeds_host_loop_batches():
-    images = np.arange(40 * 28 * 28, dtype=np.float32).reshape(40, 28, 28, 1)
+QUALITY = sampler.Augment(shift=1, rotate=10.0, **{n: 0.5 for n in sampler.QUALITY_FAMILIES})
+
+
+@pytest.mark.parametrize("augment", [
+    sampler.Augment(shift=2, rotate=10.0, scale=0.1, shear=0.1, elastic=1.0), QUALITY])
+def test_stacked_batches_are_each_seeds_host_loop_batches(augment):
+    images = sampler.normalise(np.random.default_rng(0).integers(0, 256, (40, 28, 28, 1),
+                                                                 dtype=np.uint8))
     labels = np.arange(40, dtype=np.int32) % 10
     seeds = [3, 5, 8]
-    augment = sampler.Augment(shift=2, rotate=10.0, scale=0.1, shear=0.1, elastic=1.0)
     plans = multiseed.epoch_plans(seeds, 2, labels, augment=augment, holdout="random20")
     for step in range(4):
-        stacked = multiseed.stacked_batch(images, labels, plans, step, 8, augment=augment)
+        stacked = multiseed.stacked_batch(images, labels, plans, step, 8, augment=augment,
+                                          seeds=seeds, epoch=2)
         assert stacked.image.shape == (3, 8, 28, 28, 1) and stacked.mask.shape == (3, 8)
         for i, seed in enumerate(seeds):
             single = list(sampler.train_batches(
