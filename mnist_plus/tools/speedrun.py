@@ -59,7 +59,11 @@ def _config_flags(config: config_lib.Config) -> list[str]:
         value = getattr(config, f.name)
         if f.name in ("tfds_dir", "mnist_dir") and not value:
             continue
-        flags += ["--" + f.name.replace("_", "-"), str(value)]
+        flag = f.name.replace("_", "-")
+        if isinstance(value, bool):  # --name / --no-name
+            flags.append(f"--{flag}" if value else f"--no-{flag}")
+        else:
+            flags += [f"--{flag}", str(value)]
     return flags
 
 

@@ -256,3 +256,14 @@ def test_format_report_prints_every_section_from_the_json_alone():
     ]
     for line in expected:
         assert line in lines, line
+
+
+@pytest.mark.parametrize("name", configs.NAMES)
+def test_the_comparisons_child_trains_every_presets_config(name):
+    """The flags a comparison passes its `python -m mnist_plus.train` child rebuild the
+    preset's config exactly (booleans as --name / --no-name)."""
+    from mnist_plus.tools import speedrun
+
+    config = configs.get(name)
+    args = cli.train_parser().parse_args([*speedrun._config_flags(config), "--workdir", "w"])
+    assert cli.config_from_args(args) == config
