@@ -49,6 +49,7 @@ CANDIDATES: dict[str, str] = {
     "onednn fusion all":
         "--xla_cpu_experimental_onednn_fusion_type=dot,eltwise,reduce",
     "ynn fusion all": "--xla_cpu_experimental_ynn_fusion_type=dot,eltwise,reduce",
+    "ynn dots": "--xla_cpu_experimental_ynn_fusion_type=dot",  # --cpu-kernels ynn
     "vector width 512": "--xla_cpu_prefer_vector_width=512",
     "thunk runtime off": "--xla_cpu_use_thunk_runtime=false",
     "eigen single-thread": "--xla_cpu_multi_thread_eigen=false",
