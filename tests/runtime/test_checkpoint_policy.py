@@ -121,9 +121,11 @@ def test_step_best_without_test_metrics_says_so(prepared_tiny, tmp_path, capsys)
     from mnist_plus import predict as predict_cli
 
     image = tmp_path / "x.png"
-    from PIL import Image
+    from PIL import Image, ImageDraw
 
-    Image.new("L", (28, 28)).save(image)
+    digit = Image.new("L", (28, 28))  # a bar of ink: predict refuses a blank image first
+    ImageDraw.Draw(digit).rectangle((12, 6, 15, 21), fill=255)
+    digit.save(image)
     assert predict_cli.main(["--workdir", str(tmp_path), "--step", "best",
                                         "--number", "3", str(image)]) == 2
     err = capsys.readouterr().err
