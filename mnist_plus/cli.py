@@ -219,17 +219,23 @@ def predict_number(text: str) -> int:
     return number
 
 
-def report_parser() -> argparse.ArgumentParser:
-    """`python -m mnist_plus.report`'s flags (here, so they parse without jax)."""
-    parser = usage_parser("python -m mnist_plus.report",
-                          "Write figures and report.md for a trained run into WORKDIR/report/.")
-    parser.add_argument("--workdir", default="runs", help="the run's workdir (default: runs)")
+def add_trained_run_data_flags(parser: argparse.ArgumentParser) -> None:
+    """--tfds-dir, --mnist-dir and --step of a tool that evaluates a trained run on MNIST
+    (report, robustness): where its data is, and which checkpoint."""
     parser.add_argument("--tfds-dir", default="",
                         help="TFDS data dir (default: the one stored with the checkpoint)")
     parser.add_argument("--mnist-dir", default="",
                         help="folder of MNIST IDX files (default: the one stored with the "
                              "checkpoint, else $MNIST_PLUS_MNIST_DIR)")
     parser.add_argument("--step", type=parse_step, default="latest", help=STEP_HELP)
+
+
+def report_parser() -> argparse.ArgumentParser:
+    """`python -m mnist_plus.report`'s flags (here, so they parse without jax)."""
+    parser = usage_parser("python -m mnist_plus.report",
+                          "Write figures and report.md for a trained run into WORKDIR/report/.")
+    parser.add_argument("--workdir", default="runs", help="the run's workdir (default: runs)")
+    add_trained_run_data_flags(parser)
     parser.add_argument("--robustness", action="store_true",
                         help="add the corruption benchmark (python -m mnist_plus.robustness) "
                              "to the report: about 20 s more for the default model on 2 CPU "
@@ -264,12 +270,7 @@ def robustness_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache-dir", default="",
                         help="where corrupted test sets are cached (default: "
                              "TFDS_DIR/mnist_plus_cache/robustness)")
-    parser.add_argument("--tfds-dir", default="",
-                        help="TFDS data dir (default: the one stored with the checkpoint)")
-    parser.add_argument("--mnist-dir", default="",
-                        help="folder of MNIST IDX files (default: the one stored with the "
-                             "checkpoint, else $MNIST_PLUS_MNIST_DIR)")
-    parser.add_argument("--step", type=parse_step, default="latest", help=STEP_HELP)
+    add_trained_run_data_flags(parser)
     return parser
 
 
