@@ -17,6 +17,9 @@ NUM_SUMS = NUM_DIGITS + NUM_NUMBERS - 1
 # (digit, number) pairs never shown in training (--holdout): none, all pairs adding to 9,
 # or 20 pairs drawn from the seed.
 HOLDOUTS = ("none", "sum9", "random20")
+# MNIST training images' pixel mean and std (0..1 units), as the write-up normalises.
+MNIST_MEAN = 0.1307
+MNIST_STD = 0.3081
 
 
 class Batch(NamedTuple):

@@ -26,6 +26,7 @@ IDX_FILES: Mapping[str, str] = {
 IMAGE_MAGIC = 2051  # 0x00000803: unsigned bytes, 3 dimensions
 LABEL_MAGIC = 2049  # 0x00000801: unsigned bytes, 1 dimension
 IMAGE_SIDE = 28
+MNIST_DIR_ENV = "MNIST_PLUS_MNIST_DIR"  # the IDX folder when no --mnist-dir is given
 
 
 def find_idx_file(folder: str, stem: str) -> str:
@@ -130,3 +131,12 @@ def write_idx(folder: str, split: str, images: np.ndarray, labels: np.ndarray,
         name = IDX_FILES[part] + (".gz" if compress else "")
         with open(os.path.join(folder, name), "wb") as f:
             f.write(gzip.compress(payload, mtime=0) if compress else payload)
+
+
+def check_folder(mnist_dir: str) -> None:
+    """A DataError unless `mnist_dir` is a folder (its files are checked as read)."""
+    if not os.path.isdir(mnist_dir):
+        what = "is not a folder" if os.path.exists(mnist_dir) else "does not exist"
+        raise DataError(
+            f"MNIST folder {mnist_dir} {what}: point --mnist-dir or {MNIST_DIR_ENV} "
+            f"at a folder with the four MNIST IDX files")

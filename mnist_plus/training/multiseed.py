@@ -28,7 +28,7 @@ from mnist_plus.training import batch_stats
 from mnist_plus.data import mnist as data
 from mnist_plus.training import evaluation
 from mnist_plus.training import loops
-from mnist_plus.data import sampler
+from mnist_plus.data import quality, sampler
 from mnist_plus.training import mesh as mesh_lib
 from mnist_plus.training.mesh import SEED_AXIS
 from mnist_plus.training.state import TrainState
@@ -95,7 +95,7 @@ def stacked_batch(images: np.ndarray, labels: np.ndarray, plans: tuple[np.ndarra
                   step: int, batch_size: int, augment: sampler.Augment = sampler.NO_AUGMENT,
                   seeds: Sequence[int] = (), epoch: int = 0) -> sampler.Batch:
     """Step `step` of every seed's epoch as one [K, B, ...] batch (as `train_batches`).
-    `seeds` and `epoch` key the image-quality families' draws (`sampler.apply_quality`);
+    `seeds` and `epoch` key the image-quality families' draws (`quality.apply_quality`);
     they are needed only when `augment` turns one on."""
     permutations, numbers, shifts, maps = plans
     sl = slice(step * batch_size, (step + 1) * batch_size)
@@ -109,7 +109,7 @@ def stacked_batch(images: np.ndarray, labels: np.ndarray, plans: tuple[np.ndarra
     if augment.quality:
         if len(seeds) != len(batch_images):
             raise ValueError("stacked_batch needs the seeds with image-quality augmentation")
-        batch_images = np.stack([sampler.apply_quality(b, augment, int(s), epoch, step)
+        batch_images = np.stack([quality.apply_quality(b, augment, int(s), epoch, step)
                                  for b, s in zip(batch_images, seeds)])
     return sampler.make_batch(batch_images, labels[idx], numbers[:, sl],
                               mask=np.ones(idx.shape, np.float32))

@@ -1,4 +1,4 @@
-"""The image-quality augmentation families (`sampler.apply_quality`) and the model's
+"""The image-quality augmentation families (`quality.apply_quality`) and the model's
 input stretch (`Config.input_stretch`)."""
 
 import jax.numpy as jnp
@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from mnist_plus import config as config_lib
-from mnist_plus.data import sampler
+from mnist_plus.data import quality, sampler
 from mnist_plus.errors import UsageError
 from mnist_plus.model import stretch_range
 
-FAMILIES = sampler.QUALITY_FAMILIES
+FAMILIES = quality.QUALITY_FAMILIES
 BLACK = float(sampler.normalise(np.zeros((1,), np.uint8))[0])
 WHITE = float(sampler.normalise(np.full((1,), 255, np.uint8))[0])
 
@@ -36,7 +36,7 @@ def _all_on(p=1.0):
 
 
 def _apply(name, images, seed=0, epoch=0, step=0):
-    return sampler.apply_quality(sampler.normalise(images),
+    return quality.apply_quality(sampler.normalise(images),
                                  sampler.Augment(**{name: 1.0}), seed, epoch, step)
 
 

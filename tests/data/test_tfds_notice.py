@@ -7,7 +7,7 @@ import importlib.util
 import logging
 import os
 
-from mnist_plus.data import mnist
+from mnist_plus.data import tfds_mnist as mnist
 
 NOTICE = ("OpenCV is not installed. We recommend using OpenCV because it is faster according "
           "to our benchmarks. Defaulting to PIL to decode images...")

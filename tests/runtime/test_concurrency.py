@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from mnist_plus.data import mnist as data
+from mnist_plus.data import tfds_mnist
 from tests.helpers import read_bytes, tiny_flags
 
 WAITING = "waiting for another process that is preparing MNIST in"
@@ -69,7 +70,7 @@ def test_two_trainings_share_one_fresh_tfds_dir(cli, prepared_tiny, reference_ru
     version_dir = os.path.join(tfds_dir, "mnist")
     assert sorted(os.listdir(version_dir)) == ["3.0.1"]  # no incomplete.* folder left
     assert [n for n in os.listdir(lock_dir) if n.endswith(".tmp")] == []
-    from_tfds = data._read_data_source(tfds_dir)
+    from_tfds = data.Mnist(**tfds_mnist.read_data_source(tfds_dir))
     cached = data._load_cache(data._cache_path(tfds_dir))
     reference = data.load_mnist(prepared_tiny[0])
     for field in ("train_images", "train_labels", "test_images", "test_labels"):

@@ -12,7 +12,7 @@ import pytest
 from mnist_plus import config as config_lib
 from mnist_plus.data import mnist as data
 from mnist_plus.training import multiseed, runs
-from mnist_plus.data import sampler
+from mnist_plus.data import quality, sampler
 from mnist_plus.training import metrics as metrics_lib
 from mnist_plus.runtime.checkpointing import Checkpointer
 from mnist_plus.training.state import create_state as initial_state
@@ -214,7 +214,7 @@ def test_calibrated_bounds_reject_wrong_runs(single_runs, calibration):
             assert rounding.excess(leaves, reference, bound) >= FAR, name
 
 
-QUALITY = sampler.Augment(shift=1, rotate=10.0, **{n: 0.5 for n in sampler.QUALITY_FAMILIES})
+QUALITY = sampler.Augment(shift=1, rotate=10.0, **{n: 0.5 for n in quality.QUALITY_FAMILIES})
 
 
 @pytest.mark.parametrize("augment", [
