@@ -38,7 +38,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from mnist_plus.data import mnist as data
-from mnist_plus.tools import corruptions
+from mnist_plus.tools import corruptions, image_shifts
 from mnist_plus.tools import predict
 from mnist_plus.data import sampler
 from mnist_plus.tools import trained
@@ -52,8 +52,8 @@ Images = np.ndarray  # uint8 [N, 28, 28]
 # --- transforms: mnist_plus/tools/corruptions.py's (the benchmark's), at several severities
 
 rotate, scale = corruptions.rotate_by, corruptions.scale_by
-thickness, blur = corruptions.thickness, corruptions.blur
-low_res, contrast = corruptions.low_res, corruptions.contrast
+thickness, blur = image_shifts.thickness, image_shifts.blur
+low_res, contrast = image_shifts.low_res, image_shifts.contrast
 
 
 # (transform, x-axis label, [(severity, label, function)]); severity 0 is the clean image.

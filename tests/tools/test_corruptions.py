@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from mnist_plus.data import idx
-from mnist_plus.tools import corruptions
+from mnist_plus.tools import corruptions, image_shifts
 from tests.helpers import synthetic_digits
 
 
@@ -143,24 +143,24 @@ def test_dotted_line_and_zigzag_only_add_ink():
 def test_dilate_and_erode_are_3x3_max_and_min_filters():
     dot = np.zeros((1, 28, 28), np.uint8)
     dot[0, 10, 10] = 200
-    once = corruptions.thickness(dot, 1)[0]
+    once = image_shifts.thickness(dot, 1)[0]
     assert (once > 0).sum() == 9 and once[9:12, 9:12].min() == 200
-    assert (corruptions.thickness(dot, 2)[0] > 0).sum() == 25
-    assert corruptions.thickness(_square(3), -1)[0].sum() == 255  # 3x3 erodes to one pixel
+    assert (image_shifts.thickness(dot, 2)[0] > 0).sum() == 25
+    assert image_shifts.thickness(_square(3), -1)[0].sum() == 255  # 3x3 erodes to one pixel
     images = _images(4, seed=1)
-    assert (corruptions.thickness(images, -1) <= images).all()
-    assert (corruptions.thickness(images, 1) >= images).all()
+    assert (image_shifts.thickness(images, -1) <= images).all()
+    assert (image_shifts.thickness(images, 1) >= images).all()
 
 
 def test_blur_spreads_a_dot_symmetrically_and_keeps_its_mass():
-    kernel = corruptions.gaussian_kernel(1.5)
+    kernel = image_shifts.gaussian_kernel(1.5)
     assert kernel.sum() == pytest.approx(1.0, abs=1e-12)
     dot = np.zeros((1, 28, 28), np.uint8)
     dot[0, 14, 14] = 255
-    out = corruptions.blur(dot, 1.0)[0].astype(int)
+    out = image_shifts.blur(dot, 1.0)[0].astype(int)
     np.testing.assert_array_equal(out, out.T)
     np.testing.assert_array_equal(out[14, 14 - 3:14], out[14, 15:18][::-1])
-    centre = corruptions.gaussian_kernel(1.0)[3]
+    centre = image_shifts.gaussian_kernel(1.0)[3]
     assert out[14, 14] == round(255 * centre ** 2)
     # The kernel fits inside the image, so only uint8 rounding (< 0.5 on each of the
     # 7x7 pixels it touches) changes the total.
@@ -169,10 +169,10 @@ def test_blur_spreads_a_dot_symmetrically_and_keeps_its_mass():
 
 def test_low_res_keeps_flat_images_and_removes_fine_detail():
     flat = np.full((1, 28, 28), 100, np.uint8)
-    np.testing.assert_array_equal(corruptions.low_res(flat, 8), flat)
+    np.testing.assert_array_equal(image_shifts.low_res(flat, 8), flat)
     stripes = np.zeros((1, 28, 28), np.uint8)
     stripes[0, :, ::2] = 255  # one-pixel stripes: gone at 8x8 (3.5 pixels per cell)
-    assert corruptions.low_res(stripes, 8)[0, 4:24, 4:24].std() < 30
+    assert image_shifts.low_res(stripes, 8)[0, 4:24, 4:24].std() < 30
     assert stripes.std() > 120
 
 
