@@ -16,7 +16,7 @@ MNIST with `--real-mnist`. Each compile-time figure is taken after `jax.clear_ca
 so no measurement reuses another's compiled program.
 
 Here the measurements and `run`; the timer and synthetic data in `benchmark_timing`, the
-text table in `benchmark_format`, the flags in `cli.benchmark_parser`.
+text table in `benchmark_format`, the flags in `mnist_plus/benchmark.py`.
 """
 
 from __future__ import annotations
@@ -49,6 +49,7 @@ from mnist_plus.tools.benchmark_timing import (compiled_flops, median_seconds,  
                                                steady_step_seconds, synthetic_batch,
                                                synthetic_mnist, timed)
 from mnist_plus import cli
+from mnist_plus.benchmark import CPU_SCAN_EPOCH_EXAMPLES
 from mnist_plus.cli import config_from_args
 from mnist_plus.errors import MnistPlusError, UsageError
 from mnist_plus.training.state import TrainState, create_state
@@ -305,7 +306,7 @@ def measure(args: argparse.Namespace, argv: Sequence[str]) -> dict[str, Any]:
         for state, b in zip(states["step"], args.batch_sizes)])
     epoch_examples = args.epoch_examples
     if epoch_examples == "auto":
-        epoch_examples = {"scan": cli.CPU_SCAN_EPOCH_EXAMPLES} if backend == "cpu" else {}
+        epoch_examples = {"scan": CPU_SCAN_EPOCH_EXAMPLES} if backend == "cpu" else {}
     epochs = section("epoch", lambda: [
         bench_epoch(state, config, mnist, name, epoch_examples.get(name) or n_train)
         for state, name in zip(states["epoch"], args.loops)])

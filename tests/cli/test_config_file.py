@@ -7,6 +7,7 @@ import os
 import pytest
 
 from mnist_plus import configs
+from mnist_plus import benchmark as benchmark_cli
 from mnist_plus import cli
 from mnist_plus import config as config_lib
 from mnist_plus import train
@@ -72,7 +73,7 @@ def test_command_line_flags_override_the_file(tmp_path):
 def test_benchmark_shares_config_files(tmp_path):
     path = tmp_path / "c.json"
     path.write_text(json.dumps({"width": 8}))
-    args = cli.benchmark_parser().parse_args(["--config", str(path)])
+    args = benchmark_cli.benchmark_parser().parse_args(["--config", str(path)])
     assert cli.config_from_args(args).width == 8
 
 

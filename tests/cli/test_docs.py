@@ -30,6 +30,7 @@ from typing import Callable, Iterator
 
 import pytest
 
+from mnist_plus import benchmark as benchmark_cli
 from mnist_plus import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -41,7 +42,7 @@ PENDING = {"paths": {PENDING_FILE}, "commands": {"experiments.pytorch_reference"
 
 PACKAGE_COMMANDS: dict[str, Callable[[], argparse.ArgumentParser]] = {
     "mnist_plus.train": cli.train_parser,
-    "mnist_plus.benchmark": cli.benchmark_parser,
+    "mnist_plus.benchmark": benchmark_cli.benchmark_parser,
     "mnist_plus.report": cli.report_parser,
     "mnist_plus.predict": cli.predict_parser,
     "mnist_plus.robustness": cli.robustness_parser,

@@ -168,7 +168,7 @@ def test_time_to_accuracy_layers_preset_then_config_file_then_flags(tmp_path):
     fast = configs.preset_fields("speedrun")
     path = tmp_path / "tta.json"
     path.write_text(json.dumps({"epochs": 3, "width": 12}))
-    args = cli.benchmark_parser().parse_args(["--time-to-accuracy", "0.99", "--config",
+    args = benchmark_cli.benchmark_parser().parse_args(["--time-to-accuracy", "0.99", "--config",
                                               str(path), "--width", "10", "--batch-size=48"])
     config = benchmark._speed_config(args)
     assert (config.epochs, config.width, config.batch_size) == (3, 10, 48)
@@ -176,9 +176,9 @@ def test_time_to_accuracy_layers_preset_then_config_file_then_flags(tmp_path):
         fast["stem"], fast["stem_width"], fast["adder"])
     assert not config.progress and not config.report
     # Without --time-to-accuracy the default config is measured, unless --preset names one.
-    plain = cli.benchmark_parser().parse_args([])
+    plain = benchmark_cli.benchmark_parser().parse_args([])
     assert cli.config_from_args(plain) == config_lib.Config()
-    named = cli.benchmark_parser().parse_args(["--preset", "fast"])
+    named = benchmark_cli.benchmark_parser().parse_args(["--preset", "fast"])
     assert cli.config_from_args(named) == configs.get("fast")
 
 
