@@ -299,38 +299,64 @@ def zigzag(images: Images, rng: np.random.Generator, length: float = 2.0,
     return _to_uint8(x)
 
 
-def canny_edges(images: Images, rng: np.random.Generator, sigma: float = 1.0,
-                low: float = 0.1, high: float = 0.2) -> Images:
-    """Only the strokes' outlines: Canny's edge detector (Gaussian `sigma`, Sobel gradient,
-    thinning to local maxima, hysteresis between `low` and `high` of full scale, as
-    skimage's defaults). No randomness."""
+def _sobel(x: np.ndarray, axis: int) -> np.ndarray:
+    """Sobel derivative of each image [N, H, W] along `axis` (1: rows, 2: columns), smoothed
+    [1, 2, 1] along the other image axis only (never across images), borders reflected as
+    `scipy.ndimage.sobel` does."""
     from scipy import ndimage
 
-    x = _gaussian(_unit(images), sigma)
-    gy = ndimage.sobel(x, axis=1, mode="nearest")
-    gx = ndimage.sobel(x, axis=2, mode="nearest")
-    magnitude = np.hypot(gx, gy)
-    # Non-maximum suppression along the gradient, quantised to 0, 45, 90, 135 degrees.
-    angle = (np.rad2deg(np.arctan2(gy, gx)) + 180.0) % 180.0
-    sector = (np.round(angle / 45.0).astype(int)) % 4
+    other = 3 - axis
+    d = ndimage.correlate1d(x, [-1.0, 0.0, 1.0], axis=axis, mode="reflect")
+    return ndimage.correlate1d(d, [1.0, 2.0, 1.0], axis=other, mode="reflect")
+
+
+def canny_edges(images: Images, rng: np.random.Generator, sigma: float = 1.0,
+                low: float = 0.1, high: float = 0.2) -> Images:
+    """Only the strokes' outlines: Canny's edge detector as skimage's `feature.canny` with
+    its defaults, which MNIST-C applies to the 0..1 image: a Gaussian of `sigma` (zero
+    outside the image, renormalised by the smoothed all-ones mask), Sobel gradients,
+    non-maximum suppression with the neighbours' magnitudes interpolated along the
+    gradient, hysteresis between `low` and `high` (8-connected), the 1-pixel border never
+    an edge. Per image, no randomness."""
+    from scipy import ndimage
+
+    x = _unit(images)
+    smooth = ndimage.gaussian_filter(x, sigma=(0, sigma, sigma), mode="constant", truncate=4.0)
+    ones = ndimage.gaussian_filter(np.ones(x.shape[1:]), sigma, mode="constant", truncate=4.0)
+    smooth = smooth / (ones + np.finfo(np.float64).eps)
+    gi, gj = _sobel(smooth, 1), _sobel(smooth, 2)  # along rows (i) and columns (j)
+    magnitude = np.hypot(gi, gj)
     padded = np.pad(magnitude, ((0, 0), (1, 1), (1, 1)))
 
-    def shifted(dy: int, dx: int) -> np.ndarray:
-        return padded[:, 1 + dy: 1 + dy + SIZE, 1 + dx: 1 + dx + SIZE]
+    def at(di: int, dj: int) -> np.ndarray:  # magnitude of the neighbour (i + di, j + dj)
+        return padded[:, 1 + di: 1 + di + SIZE, 1 + dj: 1 + dj + SIZE]
 
-    steps = [(0, 1), (1, 1), (1, 0), (1, -1)]
+    ai, aj = np.abs(gi), np.abs(gj)
+    inside = np.zeros(magnitude.shape, bool)
+    inside[:, 1:-1, 1:-1] = True
+    inside &= magnitude > 0
+    same, other = (gi >= 0) & (gj >= 0), (gi <= 0) & (gj <= 0)
+    cross, cross2 = (gi <= 0) & (gj >= 0), (gi >= 0) & (gj <= 0)
     peak = np.zeros(magnitude.shape, bool)
-    for s, (dy, dx) in enumerate(steps):
-        here = (magnitude >= shifted(dy, dx)) & (magnitude >= shifted(-dy, -dx))
-        peak |= (sector == s) & here
-    # Sobel of a 0..1 step gives up to 4: skimage scales its thresholds the same way.
-    strong = peak & (magnitude > 4 * high)
-    weak = peak & (magnitude > 4 * low)
+    # (sector, weight, neighbours ahead (c1, c2), neighbours behind (c1, c2)), in the order
+    # of the four gradient sectors 0-45, 45-90, 90-135, 135-180 degrees. A weight that is
+    # not finite (a zero gradient component) only lands outside its sector.
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w_rows, w_cols = aj / ai, ai / aj
+        for where, w, ahead, behind in (
+                ((same | other) & (ai >= aj), w_rows, ((1, 0), (1, 1)), ((-1, 0), (-1, -1))),
+                ((same | other) & (ai <= aj), w_cols, ((0, 1), (1, 1)), ((0, -1), (-1, -1))),
+                ((cross | cross2) & (ai <= aj), w_cols, ((0, 1), (-1, 1)), ((0, -1), (1, -1))),
+                ((cross | cross2) & (ai >= aj), w_rows, ((-1, 0), (-1, 1)), ((1, 0), (1, -1)))):
+            plus = at(*ahead[1]) * w + at(*ahead[0]) * (1 - w) <= magnitude
+            minus = at(*behind[1]) * w + at(*behind[0]) * (1 - w) <= magnitude
+            peak = np.where(where & inside, plus & minus, peak)
+    weak = peak & (magnitude >= low)
     structure = np.zeros((3, 3, 3), bool)
     structure[1] = True  # 8-connected within an image, never across images
     labels, count = ndimage.label(weak, structure=structure)
     keep = np.zeros(count + 1, bool)
-    keep[np.unique(labels[strong])] = True
+    keep[np.unique(labels[weak & (magnitude >= high)])] = True
     keep[0] = False
     return np.where(keep[labels], 255, 0).astype(np.uint8)
 

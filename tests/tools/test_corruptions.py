@@ -133,6 +133,28 @@ def test_canny_keeps_only_the_outline_of_a_filled_square():
     assert not out[:4].any() and not out[-4:].any()
 
 
+@pytest.mark.parametrize("name", ["canny_edges", "erode", "dilate", "low_res_8", "contrast"])
+def test_a_corruption_without_draws_changes_each_image_as_if_it_were_alone(name):
+    # Filters over a batch array must not reach across images (a Sobel or Gaussian over
+    # all three axes would mix each image with its neighbours).
+    images = _images(5)
+    apply = corruptions.by_name(name).apply
+    batch = apply(images, corruptions.rng_for(0, name))
+    for i in range(len(images)):
+        alone = apply(images[i:i + 1], corruptions.rng_for(0, name))[0]
+        np.testing.assert_array_equal(alone, batch[i], err_msg=f"{name}, image {i}")
+
+
+def test_canny_marks_a_straight_step_on_both_of_its_middle_columns_and_not_the_border():
+    # skimage's non-maximum suppression keeps equal neighbours: a symmetric step's two
+    # middle columns; the one-pixel frame of the image is never an edge.
+    step = np.zeros((1, 28, 28), np.uint8)
+    step[0, :, 14:] = 255
+    out = corruptions.canny_edges(step, None)[0] > 0
+    assert [list(np.nonzero(row)[0]) for row in out[1:-1]] == [[13, 14]] * 26
+    assert not out[0].any() and not out[-1].any()
+
+
 def test_dotted_line_and_zigzag_only_add_ink():
     images = _images(4)
     for name in ("dotted_line", "zigzag"):
