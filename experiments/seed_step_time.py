@@ -1,4 +1,4 @@
-"""Time one multi-seed train step for several K and both seed maps (vmap, lax.map).
+"""Time one multi-seed train step for several K and each seed map (vmap, lax.map, unroll).
 
     python -m experiments.seed_step_time --num-seeds 1,8 --batch-size 128
 

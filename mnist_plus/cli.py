@@ -116,9 +116,11 @@ def train_parser() -> argparse.ArgumentParser:
                        help="train the config once per seed (e.g. 0-4), all seeds as one "
                             "program through the same loop: metrics.jsonl gets a row per seed, "
                             "summary.json their mean and standard deviation (--seed is ignored)")
-    seeds.add_argument("--seed-map", choices=config_lib.SEED_MAPS, default="vmap",
+    seeds.add_argument("--seed-map", choices=("auto",) + config_lib.SEED_MAPS, default="auto",
                        help="with --seeds: 'vmap' batches the seeds into one wide program, "
-                            "'map' runs them one after another inside it (the same numbers)")
+                            "'map' loops over them inside it, 'unroll' writes the step out "
+                            "once per seed in it (the same numbers up to float order); "
+                            "auto: unroll on CPU, vmap elsewhere")
     distributed.add_flags(parser)
     return parser
 

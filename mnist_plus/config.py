@@ -20,7 +20,7 @@ from mnist_plus.errors import UsageError
 from mnist_plus.task import HOLDOUTS, steps_per_epoch
 
 LOOPS = ("auto", "host", "scan")
-SEED_MAPS = ("vmap", "map")  # how --seeds maps the step over seeds (multiseed._per_seed)
+SEED_MAPS = ("vmap", "map", "unroll")  # how --seeds maps the step over seeds (multiseed._per_seed)
 # The model's choices (model.py builds and checks them). Named here, not in model.py, so
 # that flags parse and validate without loading jax and flax.
 ADDER_INPUTS = ("logits", "probs", "features")

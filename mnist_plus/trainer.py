@@ -42,7 +42,7 @@ def _progress_bar(enabled: bool, total: int, initial: int, epoch: int):
 
 
 def train_and_evaluate(config: config_lib.Config, workdir: str, *, fresh: bool = False,
-                       seeds: Sequence[int] | None = None, seed_map: str = "vmap",
+                       seeds: Sequence[int] | None = None, seed_map: str = "auto",
                        log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train `config` in `workdir`, resuming from its newest checkpoint; returns the summary.
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 from typing import Any, Callable, Iterator, Sequence, TypeVar
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, PartitionSpec
 
@@ -118,17 +119,49 @@ def stacked_batch(images: np.ndarray, labels: np.ndarray, plans: tuple[np.ndarra
 _EVAL_SHARED = ("image", "digit", "mask")  # test batch fields common to every seed
 
 
+def resolve_seed_map(how: str) -> str:
+    """'auto': 'unroll' on CPU, where K ordinary convolutions run 2-3x faster than the
+    grouped ones 'vmap' makes of them (docs/distributed.md#many-seeds); 'vmap' elsewhere."""
+    if how == "auto":
+        return "unroll" if jax.default_backend() == "cpu" else "vmap"
+    return how
+
+
+def _unrolled(fn: Callable, in_axes: tuple) -> Callable:
+    """`fn` over a leading seed axis as K copies of itself in one program (K is the static
+    length of that axis): each copy is the single run's own computation, ordinary
+    convolutions included. `in_axes` as `jax.vmap`'s: 0 (per seed) or None (shared), a
+    prefix of each argument."""
+    def per_seed(i: int, axes, arg):
+        return jax.tree_util.tree_map(
+            lambda a, x: x if a is None else jax.tree_util.tree_map(lambda y: y[i], x),
+            axes, arg, is_leaf=lambda a: a is None)
+
+    def unrolled(*args):
+        k = next(jax.tree_util.tree_leaves(arg)[0].shape[0]
+                 for axes, arg in zip(in_axes, args) if axes is not None)
+        outs = [fn(*(per_seed(i, axes, arg) for axes, arg in zip(in_axes, args)))
+                for i in range(k)]
+        return jax.tree_util.tree_map(lambda *xs: jnp.stack(xs), *outs)
+
+    return unrolled
+
+
 def _per_seed(fn: Callable, how: str, shared: Sequence[str] = ()) -> Callable:
     """`fn(state, batch, *rest)` over a leading seed axis; `shared` batch fields have none.
 
-    'vmap' batches the seeds into one wide program; 'map' (`lax.map`) runs the seeds
-    one after another inside one program. They compute the same numbers; which is
+    'vmap' batches the seeds into one wide program; 'map' (`lax.map`) runs the seeds one
+    after another inside one program; 'unroll' writes the single run's step out once per
+    seed in one program. They compute the same numbers up to float order; which is
     faster depends on the backend (vmapped convolutions become grouped convolutions,
-    which XLA:CPU runs far slower than K ordinary ones).
+    which XLA:CPU runs far slower than K ordinary ones: there 'unroll' is the fastest).
     """
+    axes = sampler.Batch(**{f: None if f in shared else 0 for f in sampler.Batch._fields})
     if how == "vmap":
-        axes = sampler.Batch(**{f: None if f in shared else 0 for f in sampler.Batch._fields})
         return lambda state, batch, *rest: jax.vmap(fn, in_axes=(0, axes) + (0,) * len(rest))(
+            state, batch, *rest)
+    if how == "unroll":
+        return lambda state, batch, *rest: _unrolled(fn, (0, axes) + (0,) * len(rest))(
             state, batch, *rest)
     if how != "map":
         raise ValueError(f"seed map must be one of {config_lib.SEED_MAPS}, not {how!r}")
@@ -206,6 +239,8 @@ def seeds_precise_bn_step(mesh: Mesh | None = None, how: str = "vmap") -> Callab
     clean batch that all seeds share (as `--precise-bn` computes them for a single run)."""
     if how == "vmap":
         fn = jax.vmap(batch_stats.accumulate, in_axes=(0, 0, None))
+    elif how == "unroll":
+        fn = _unrolled(batch_stats.accumulate, (0, 0, None))
     elif how == "map":
         def fn(total, state, image):
             return jax.lax.map(lambda xs: batch_stats.accumulate(xs[0], xs[1], image),

@@ -76,13 +76,15 @@ class Single:
 
 class Seeds:
     """`config` once per seed of `seeds`, as one program over a `seed` mesh axis (as many
-    devices as divide K); `seed_map` 'vmap' or 'map' (see multiseed._per_seed)."""
+    devices as divide K); `seed_map` 'vmap', 'map', 'unroll' or 'auto' (see
+    multiseed.resolve_seed_map)."""
 
     def __init__(self, config: config_lib.Config, seeds: Sequence[int], mnist: data.Mnist,
-                 steps_per_epoch: int, seed_map: str = "vmap"):
+                 steps_per_epoch: int, seed_map: str = "auto"):
         if config.loop == "scan":
             raise UsageError("--loop scan is not available with --seeds (the seeds train "
                              "with the host loop): leave --loop at auto or host")
+        seed_map = multiseed.resolve_seed_map(seed_map)
         self.config, self.seeds, self.seed_map = config, [int(s) for s in seeds], seed_map
         self._steps_per_epoch = steps_per_epoch
         self.mesh = multiseed.seed_mesh(len(self.seeds))

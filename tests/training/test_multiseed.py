@@ -259,7 +259,7 @@ def test_train_seeds_cli_shards_seeds_over_two_devices_and_resumes(prepared_tiny
     result = subprocess.run([sys.executable, *flags], cwd=REPO, env=env, capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert "2 seeds [0, 1] in one program (vmap) on 2 of 2 cpu device(s)" in result.stdout
+    assert "2 seeds [0, 1] in one program (unroll) on 2 of 2 cpu device(s)" in result.stdout
     rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     for seed in SEEDS:
         mine = [{k: v for k, v in r.items() if k != "seed"} for r in rows if r["seed"] == seed]
