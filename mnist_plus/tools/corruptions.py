@@ -1,7 +1,8 @@
 """Corrupted copies of MNIST test images: the 15 MNIST-C corruptions (Mu and Gilmer 2019,
 arXiv:1906.02337), rebuilt with NumPy/SciPy/Pillow from the paper's descriptions (nothing
-is downloaded), and the list the benchmark runs, with the project's own shifts (stroke
-thickness, low resolution, contrast: `image_shifts`).
+is downloaded; the three that draw or trace lines are in `line_corruptions`), and the
+list the benchmark runs, with the project's own shifts (stroke thickness, low
+resolution, contrast: `image_shifts`).
 
 Each corruption is a pure function `uint8 [N,28,28], np.random.Generator -> uint8 [N,28,28]`
 with its strength as keyword arguments: the defaults are the strengths MNIST-C chose (its
@@ -21,19 +22,13 @@ from typing import Callable
 import numpy as np
 
 from mnist_plus.tools.image_shifts import SIZE, contrast, low_res, thickness
+from mnist_plus.tools.image_shifts import to_uint8 as _to_uint8
+from mnist_plus.tools.image_shifts import unit as _unit
+from mnist_plus.tools.line_corruptions import canny_edges, dotted_line, zigzag
 
 CENTRE = (SIZE - 1) / 2  # 13.5: MNIST-C's warps keep the image centre fixed
 Images = np.ndarray      # uint8 [N, 28, 28]
 Corrupt = Callable[[Images, np.random.Generator], Images]
-
-
-def _to_uint8(x: np.ndarray) -> Images:
-    """Float images in 0..1 -> uint8 0..255 (rounded, clipped)."""
-    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
-
-
-def _unit(images: Images) -> np.ndarray:
-    return images.astype(np.float64) / 255.0
 
 
 def _signs(rng: np.random.Generator, n: int) -> np.ndarray:
@@ -49,7 +44,7 @@ def _warp(images: Images, matrices: np.ndarray, offsets: np.ndarray) -> Images:
     x = _unit(images)
     for i in range(len(images)):
         out[i] = ndimage.affine_transform(x[i], matrices[i], offsets[i], order=1,
-                                          mode="constant", cval=0.0)
+                                          mode="grid-constant", cval=0.0)
     return _to_uint8(out)
 
 
@@ -87,23 +82,33 @@ def _gaussian(x: np.ndarray, sigma: float) -> np.ndarray:
 
 def glass_blur(images: Images, rng: np.random.Generator, sigma: float = 0.7,
                max_delta: int = 1, iterations: int = 2) -> Images:
-    """Gaussian blur, then each pixel swapped with a random neighbour (local shuffling,
-    MNIST-C's sweep from the bottom-right corner), then blurred again."""
-    x = _to_uint8(_gaussian(_unit(images), sigma))
+    """Gaussian blur down the columns, then pixels swapped with a random neighbour (local
+    shuffling, MNIST-C's sweep from the bottom-right corner, each position swapped with
+    probability 1/2), then blurred again. MNIST-C calls skimage's `gaussian(...,
+    multichannel=True)` on its 2-D image, which (skimage <= 0.18) takes the columns for
+    channels: the blur runs along axis 0 (rows) only. Its first result is truncated to
+    uint8 (`np.uint8`), not rounded."""
+    from scipy import ndimage
+
+    def blur(x: np.ndarray) -> np.ndarray:
+        return ndimage.gaussian_filter(x, sigma=(0, sigma, 0), mode="nearest", truncate=4.0)
+
+    x = np.clip(blur(_unit(images)) * 255.0, 0, 255).astype(np.uint8)
     n = np.arange(len(x))
     for _ in range(iterations):
         for h in range(SIZE - max_delta, max_delta, -1):      # MNIST-C's sweep: 27 .. 2
             for w in range(SIZE - max_delta, max_delta, -1):
+                swap = rng.random(len(x)) < 0.5               # MNIST-C's coin per position
                 # MNIST-C draws offsets with randint(-delta, delta): -delta .. delta-1.
                 dy, dx = rng.integers(-max_delta, max_delta, size=(2, len(x)))
-                h2, w2 = h + dy, w + dx
-                here, there = x[n, h, w].copy(), x[n, h2, w2].copy()
-                x[n, h, w], x[n, h2, w2] = there, here
-    return _to_uint8(_gaussian(_unit(x), sigma))
+                i, h2, w2 = n[swap], h + dy[swap], w + dx[swap]
+                here, there = x[i, h, w].copy(), x[i, h2, w2].copy()
+                x[i, h, w], x[i, h2, w2] = there, here
+    return _to_uint8(blur(_unit(x)))
 
 
-def motion_blur(images: Images, rng: np.random.Generator, radius: int = 15,
-                sigma: float = 5.0) -> Images:
+def motion_blur(images: Images, rng: np.random.Generator, radius: int = 10,
+                sigma: float = 3.0) -> Images:
     """A one-sided Gaussian streak (ImageMagick's motion blur, which MNIST-C used): each
     pixel the weighted mean of the pixels behind it along a random angle in -45..45
     degrees, weights exp(-d^2 / 2 sigma^2) for d = 0..radius pixels."""
@@ -183,7 +188,7 @@ def translate(images: Images, rng: np.random.Generator, pixels: int = 3) -> Imag
 
 # --- lighting and occlusion --------------------------------------------------------------
 
-def brightness(images: Images, rng: np.random.Generator, amount: float = 0.4) -> Images:
+def brightness(images: Images, rng: np.random.Generator, amount: float = 0.5) -> Images:
     """Every pixel brightened by `amount` of full scale (HSV value + amount on grey)."""
     return _to_uint8(_unit(images) + amount)
 
@@ -224,16 +229,17 @@ def plasma(rng: np.random.Generator, n: int, size: int = 32, decay: float = 1.5
     return maps / maps.max(axis=(1, 2), keepdims=True)
 
 
-def fog(images: Images, rng: np.random.Generator, strength: float = 2.5,
-        decay: float = 1.5) -> Images:
-    """Plasma-fractal haze added (`strength` times a 0..1 map), then the image rescaled
-    so its brightest pixel keeps its value."""
+def fog(images: Images, rng: np.random.Generator, strength: float = 3.0,
+        decay: float = 1.4) -> Images:
+    """Plasma-fractal haze added (`strength` times the top-left 28x28 crop of a 256x256
+    map normalised as a whole, as MNIST-C), then the image rescaled so its brightest pixel
+    keeps its value. The crop's level varies much from image to image (mean 0.51, sd 0.2
+    over maps), which a smaller map rescaled cannot give."""
     x = _unit(images)
     top = x.max(axis=(1, 2), keepdims=True)
-    # MNIST-C crops 28x28 from a 256x256 map normalised as a whole: such a crop spans about
-    # 0.26 of the range around a mean of 0.47 (measured on 250 maps at decay 1.5). A 32x32
-    # map (80 times cheaper) rescaled to that span stands in for it.
-    haze = 0.34 + 0.26 * plasma(rng, len(images), 32, decay)[:, :SIZE, :SIZE]
+    chunk = 128  # 128 maps of 256x256 floats: 64 MiB at a time
+    haze = np.concatenate([plasma(rng, min(chunk, len(x) - i), 256, decay)[:, :SIZE, :SIZE]
+                           for i in range(0, len(x), chunk)]) if len(x) else x
     x = x + strength * haze
     return _to_uint8(x * top / (top + strength))
 
@@ -247,118 +253,6 @@ def spatter(images: Images, rng: np.random.Generator, mean: float = 0.65,
     mud = _gaussian((liquid > threshold).astype(np.float64), soften)
     mud[mud < 0.8] = 0.0
     return _to_uint8(_unit(images) * (1 - mud) + shade * mud)
-
-
-# --- lines -------------------------------------------------------------------------------
-
-def _line(c0: np.ndarray, r0: np.ndarray, c1: np.ndarray, r1: np.ndarray) -> np.ndarray:
-    """Per image, a soft line from (r0, c0) to (r1, c1), [n, 28, 28] in 0..1: brightness
-    log(1 - d / 2.3) + 1 at vertical distance d from it (MNIST-C's profile), only between
-    its end columns."""
-    c0, r0, c1, r1 = (np.asarray(v, np.float64)[:, None, None] for v in (c0, r0, c1, r1))
-    cols = np.arange(SIZE, dtype=np.float64)[None, None, :]
-    rows = np.arange(SIZE, dtype=np.float64)[None, :, None]
-    flat = c1 == c0
-    slope = np.where(flat, 0.0, (r1 - r0) / np.where(flat, 1.0, c1 - c0))
-    d = np.clip(np.abs(rows - (slope * (cols - c0) + r0)), 0, 2.3 - 1e-10)
-    line = np.clip(np.log(1 - d / 2.3) + 1, 0, 1)
-    inside = (cols >= np.floor(c0)) & (cols < np.ceil(c1))
-    return np.where(inside & ~flat, line, 0.0)
-
-
-def dotted_line(images: Images, rng: np.random.Generator) -> Images:
-    """A dashed line (2 pixels on, 2 off) across the image between random rows."""
-    n = len(images)
-    r0, r1 = rng.integers(0, SIZE - 1, size=(2, n))
-    line = _line(np.zeros(n), r0, np.full(n, SIZE - 1), r1)
-    line[:, :, (np.arange(SIZE) // 2) % 2 == 1] = 0.0
-    return _to_uint8(np.clip(_unit(images) + line, 0, 1))
-
-
-def zigzag(images: Images, rng: np.random.Generator, length: float = 2.0,
-           width: float = 2.0) -> Images:
-    """A zigzag line across the image (columns 2..25), teeth `length` apart and `width`
-    high, along a random row and a slope of up to 5 rows."""
-    n = len(images)
-    r0 = rng.integers(0, SIZE - 1, n).astype(np.float64)
-    r1 = r0 + rng.integers(-5, 5, n)
-    c0, c1 = 2.0, 25.0
-    theta = np.arctan((r1 - r0) / (c1 - c0))
-    run = (c1 - c0) / np.cos(theta)                  # the straight line's length
-    teeth = int(np.ceil(run.max() / length))
-    # Points along the line every `length`, alternately `width` above and below it.
-    along = np.minimum(np.arange(teeth + 1)[None, :] * length, run[:, None])
-    across = np.where(np.arange(teeth + 1) % 2 == 1, width, 0.0)[None, :] * \
-        (-1.0) ** (np.arange(teeth + 1)[None, :] // 2)
-    across = np.where(along >= run[:, None], 0.0, across)
-    cs = c0 + along * np.cos(theta)[:, None] - across * np.sin(theta)[:, None]
-    rs = r0[:, None] + along * np.sin(theta)[:, None] + across * np.cos(theta)[:, None]
-    x = _unit(images)
-    for k in range(teeth):
-        x = np.clip(x + _line(cs[:, k], rs[:, k], cs[:, k + 1], rs[:, k + 1]), 0, 1)
-    return _to_uint8(x)
-
-
-def _sobel(x: np.ndarray, axis: int) -> np.ndarray:
-    """Sobel derivative of each image [N, H, W] along `axis` (1: rows, 2: columns), smoothed
-    [1, 2, 1] along the other image axis only (never across images), borders reflected as
-    `scipy.ndimage.sobel` does."""
-    from scipy import ndimage
-
-    other = 3 - axis
-    d = ndimage.correlate1d(x, [-1.0, 0.0, 1.0], axis=axis, mode="reflect")
-    return ndimage.correlate1d(d, [1.0, 2.0, 1.0], axis=other, mode="reflect")
-
-
-def canny_edges(images: Images, rng: np.random.Generator, sigma: float = 1.0,
-                low: float = 0.1, high: float = 0.2) -> Images:
-    """Only the strokes' outlines: Canny's edge detector as skimage's `feature.canny` with
-    its defaults, which MNIST-C applies to the 0..1 image: a Gaussian of `sigma` (zero
-    outside the image, renormalised by the smoothed all-ones mask), Sobel gradients,
-    non-maximum suppression with the neighbours' magnitudes interpolated along the
-    gradient, hysteresis between `low` and `high` (8-connected), the 1-pixel border never
-    an edge. Per image, no randomness."""
-    from scipy import ndimage
-
-    x = _unit(images)
-    smooth = ndimage.gaussian_filter(x, sigma=(0, sigma, sigma), mode="constant", truncate=4.0)
-    ones = ndimage.gaussian_filter(np.ones(x.shape[1:]), sigma, mode="constant", truncate=4.0)
-    smooth = smooth / (ones + np.finfo(np.float64).eps)
-    gi, gj = _sobel(smooth, 1), _sobel(smooth, 2)  # along rows (i) and columns (j)
-    magnitude = np.hypot(gi, gj)
-    padded = np.pad(magnitude, ((0, 0), (1, 1), (1, 1)))
-
-    def at(di: int, dj: int) -> np.ndarray:  # magnitude of the neighbour (i + di, j + dj)
-        return padded[:, 1 + di: 1 + di + SIZE, 1 + dj: 1 + dj + SIZE]
-
-    ai, aj = np.abs(gi), np.abs(gj)
-    inside = np.zeros(magnitude.shape, bool)
-    inside[:, 1:-1, 1:-1] = True
-    inside &= magnitude > 0
-    same, other = (gi >= 0) & (gj >= 0), (gi <= 0) & (gj <= 0)
-    cross, cross2 = (gi <= 0) & (gj >= 0), (gi >= 0) & (gj <= 0)
-    peak = np.zeros(magnitude.shape, bool)
-    # (sector, weight, neighbours ahead (c1, c2), neighbours behind (c1, c2)), in the order
-    # of the four gradient sectors 0-45, 45-90, 90-135, 135-180 degrees. A weight that is
-    # not finite (a zero gradient component) only lands outside its sector.
-    with np.errstate(divide="ignore", invalid="ignore"):
-        w_rows, w_cols = aj / ai, ai / aj
-        for where, w, ahead, behind in (
-                ((same | other) & (ai >= aj), w_rows, ((1, 0), (1, 1)), ((-1, 0), (-1, -1))),
-                ((same | other) & (ai <= aj), w_cols, ((0, 1), (1, 1)), ((0, -1), (-1, -1))),
-                ((cross | cross2) & (ai <= aj), w_cols, ((0, 1), (-1, 1)), ((0, -1), (1, -1))),
-                ((cross | cross2) & (ai >= aj), w_rows, ((-1, 0), (-1, 1)), ((1, 0), (1, -1)))):
-            plus = at(*ahead[1]) * w + at(*ahead[0]) * (1 - w) <= magnitude
-            minus = at(*behind[1]) * w + at(*behind[0]) * (1 - w) <= magnitude
-            peak = np.where(where & inside, plus & minus, peak)
-    weak = peak & (magnitude >= low)
-    structure = np.zeros((3, 3, 3), bool)
-    structure[1] = True  # 8-connected within an image, never across images
-    labels, count = ndimage.label(weak, structure=structure)
-    keep = np.zeros(count + 1, bool)
-    keep[np.unique(labels[weak & (magnitude >= high)])] = True
-    keep[0] = False
-    return np.where(keep[labels], 255, 0).astype(np.uint8)
 
 
 def _seedless(fn: Callable[..., Images], *args) -> Corrupt:

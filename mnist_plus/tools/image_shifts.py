@@ -13,6 +13,16 @@ SIZE = 28
 Images = np.ndarray      # uint8 [N, 28, 28]
 
 
+def to_uint8(x: np.ndarray) -> Images:
+    """Float images in 0..1 -> uint8 0..255 (rounded, clipped)."""
+    return np.clip(np.round(x * 255.0), 0, 255).astype(np.uint8)
+
+
+def unit(images: Images) -> np.ndarray:
+    """uint8 images as float64 in 0..1."""
+    return images.astype(np.float64) / 255.0
+
+
 def _window(images: Images, reduce: Callable) -> Images:
     padded = np.pad(images, ((0, 0), (1, 1), (1, 1)))  # black outside the image
     shifted = [padded[:, dy: dy + SIZE, dx: dx + SIZE] for dy in range(3) for dx in range(3)]

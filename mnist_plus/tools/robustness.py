@@ -30,7 +30,7 @@ from mnist_plus.tools import trained
 from mnist_plus.training import evaluation
 from mnist_plus.training import metrics as metrics_lib
 
-VERSION = 2  # bump when a corruption's images change: old cache files are then ignored
+VERSION = 3  # bump when a corruption's images change: old cache files are then ignored
 JSON, MARKDOWN, FIGURE = "robustness.json", "robustness.md", "robustness.png"
 CACHE = os.path.join(data.CACHE_FOLDER, "robustness")
 
