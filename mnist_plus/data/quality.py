@@ -8,14 +8,10 @@ other family's draws, and the sampler's order, numbers, shifts and warps, unchan
 from __future__ import annotations
 
 import functools
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from mnist_plus.task import MNIST_MEAN, MNIST_STD
-
-if TYPE_CHECKING:
-    from mnist_plus.data.sampler import Augment
 
 _STROKE_STREAM = 6
 _OUTLINE_STREAM = 7
@@ -214,11 +210,12 @@ _FAMILIES = (("stroke", _STROKE_STREAM, _stroke_draw, _stroke),
              ("occlude", _OCCLUDE_STREAM, _occlude_draw, _occlude))
 
 
-def apply_quality(images: np.ndarray, augment: Augment, seed: int, epoch: int, step: int,
+def apply_quality(images: np.ndarray, augment: tuple, seed: int, epoch: int, step: int,
                   positions: np.ndarray | None = None, batch_size: int | None = None
                   ) -> np.ndarray:
     """Normalised float images [B', 28, 28, 1] of step `step`'s batch after the enabled
-    image-quality families, in the order of `QUALITY_FAMILIES`.
+    image-quality families, in the order of `QUALITY_FAMILIES`. `augment` is the
+    sampler's `Augment` (not imported here: the sampler imports this module).
 
     Each family draws, from a Generator of (seed, its own stream, epoch, step), which
     images of the global batch (`batch_size`, default B') it changes (probability as
