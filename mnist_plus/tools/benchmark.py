@@ -166,8 +166,11 @@ def bench_epoch(state: TrainState, config: config_lib.Config, mnist: data.Mnist,
 
 
 def default_device_counts(batch_size: int) -> list[int]:
-    """1, 2, 4, ... up to the devices JAX sees, each dividing the batch."""
+    """1, 2, 4, ... up to the devices JAX sees, each dividing the batch; none where JAX
+    sees one device (nothing to split: the train step's figure is that one)."""
     n, counts = len(jax.devices()), []
+    if n == 1:
+        return counts
     d = 1
     while d <= n:
         if batch_size % d == 0:

@@ -54,13 +54,17 @@ def format_report(r: dict[str, Any]) -> str:
         lines += [f"--precise-bn: BatchNorm statistics from {ev['precise_bn']['images']} clean "
                   f"training images in {ev['precise_bn']['seconds']:.2f} s, before each "
                   f"evaluation"]
-    lines += ["", f"data parallel: batch {r['config']['batch_size']} split over N devices "
-              f"({r['devices'][0]['device_kind'] if r['devices'] else '-'}; forced CPU devices "
-              f"share the same cores)",
-              f"{'devices':>8} {'per device':>11} {'step ms':>9} {'images/s':>10}"]
-    for d in r["devices"]:
-        lines.append(f"{d['num_devices']:>8} {d['per_device_batch']:>11} "
-                     f"{d['step_seconds'] * 1e3:>9.2f} {d['images_per_second']:>10.0f}")
+    if not r["devices"]:
+        lines += ["", "data parallel: not timed, JAX sees one device (on CPU, "
+                      "XLA_FLAGS=--xla_force_host_platform_device_count=N forces N)"]
+    else:
+        lines += ["", f"data parallel: batch {r['config']['batch_size']} split over N devices "
+                      f"({r['devices'][0]['device_kind']}; forced CPU devices share the same "
+                      f"cores)",
+                      f"{'devices':>8} {'per device':>11} {'step ms':>9} {'images/s':>10}"]
+        for d in r["devices"]:
+            lines.append(f"{d['num_devices']:>8} {d['per_device_batch']:>11} "
+                         f"{d['step_seconds'] * 1e3:>9.2f} {d['images_per_second']:>10.0f}")
     fs = r["first_step"]
     lines.append(f"process start to first train step: "
                  f"{fs['process_start_to_first_step_seconds']:.2f} s (interpreter "

@@ -258,6 +258,17 @@ def test_format_report_prints_every_section_from_the_json_alone():
         assert line in lines, line
 
 
+def test_one_device_skips_the_data_parallel_timing_and_says_how_to_force_more():
+    """With one device there is nothing to split, and the train step's figure is the one
+    a 1-device data-parallel step would give; in-process JAX here sees one CPU device."""
+    assert len(benchmark.jax.devices()) == 1
+    assert benchmark.default_device_counts(16) == []
+    lines = benchmark_format.format_report({**_results(), "devices": []}).splitlines()
+    assert ("data parallel: not timed, JAX sees one device (on CPU, "
+            "XLA_FLAGS=--xla_force_host_platform_device_count=N forces N)") in lines
+    assert not any(line.split()[:1] == ["devices"] for line in lines)
+
+
 @pytest.mark.parametrize("name", configs.NAMES)
 def test_the_comparisons_child_trains_every_presets_config(name):
     """The flags a comparison passes its `python -m mnist_plus.train` child rebuild the
