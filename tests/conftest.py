@@ -3,8 +3,10 @@ they use is in tests/helpers/."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 
+import numpy as np
 import pytest
 
 from mnist_plus.data import idx
@@ -69,31 +71,54 @@ def real_mnist_dir() -> str:
     return folder
 
 
-@pytest.fixture(scope="session")
-def real_mnist_run(real_mnist_dir, tmp_path_factory) -> tuple[str, str]:
-    """(tfds_dir, workdir) of one epoch of the default config on real MNIST, trained once
-    in-process on one device: the slow tests share it (each used to train its own), and
-    only read it. Under pytest-xdist the workers share it too: the first to need it trains
-    it under a file lock in the session's folder, and the others wait and reuse it (each
-    worker trained its own, 35-40 s, when the session fixture was per worker)."""
+@contextlib.contextmanager
+def _once_per_session(tmp_path_factory, name: str):
+    """A folder that every pytest-xdist worker of this session shares, held under a file
+    lock: the first worker to need it makes its content while the others wait, then they
+    reuse it. (Each worker made its own when session fixtures were per worker.)"""
     import fcntl
-
-    from mnist_plus import config as config_lib
-    from mnist_plus.trainer import train_and_evaluate
 
     base = tmp_path_factory.getbasetemp()
     if os.environ.get("PYTEST_XDIST_WORKER"):
         base = base.parent  # above every worker's own folder, one per session
-    root = base / "real_mnist_run"
+    root = base / name
     root.mkdir(exist_ok=True)
-    tfds_dir, workdir = str(root / "tfds"), str(root / "run")
     with open(root / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes
+        yield root
+
+
+@pytest.fixture(scope="session")
+def real_mnist_run(real_mnist_dir, tmp_path_factory) -> tuple[str, str]:
+    """(tfds_dir, workdir) of one epoch of the default config on real MNIST, trained once
+    in-process on one device, shared by every worker: the slow tests only read it (each
+    used to train its own, 35-40 s)."""
+    from mnist_plus import config as config_lib
+    from mnist_plus.trainer import train_and_evaluate
+
+    with _once_per_session(tmp_path_factory, "real_mnist_run") as root:
+        tfds_dir, workdir = str(root / "tfds"), str(root / "run")
         if not os.path.exists(os.path.join(workdir, "summary.json")):
             config = config_lib.Config(epochs=1, tfds_dir=tfds_dir,
                                        mnist_dir=real_mnist_dir, progress=False, report=False)
             train_and_evaluate(config, workdir, log=lambda s: None)
     return tfds_dir, workdir
+
+
+@pytest.fixture(scope="session")
+def device_split_runs(prepared_tiny, cli, tmp_path_factory):
+    """`tests/helpers/dp_steps.py`'s runs of 24 tiny steps with 4 forced CPU devices (one
+    subprocess, shared by every worker): 1 device, 4 devices, the rounding-level
+    perturbations of the 1-device run and another seed's data. The data-parallel and the
+    two-process tests both calibrate their bounds on it (each ran its own, 45 s of CPU)."""
+    from tests.helpers import dp_steps
+
+    with _once_per_session(tmp_path_factory, "device_split_runs") as root:
+        out = root / "runs.npz"
+        if not out.exists():
+            dp_steps.measure(cli, prepared_tiny[0], str(out), dp_steps.STEPS,
+                             {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+        return dict(np.load(out))
 
 
 # ---- Training runs on the tiny data, shared by the resume, determinism and error tests.

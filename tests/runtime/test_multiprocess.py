@@ -78,7 +78,8 @@ def two_process_run(prepared_tiny, cli, tmp_path_factory):
 
 @pytest.mark.slow
 def test_two_processes_train_as_one_process_with_four_devices(prepared_tiny, cli,
-                                                              two_process_run, tmp_path):
+                                                              two_process_run,
+                                                              device_split_runs, tmp_path):
     """Same mesh size, same global batches, so the same optimisation; only where the
     float additions of the all-reduce happen differs (gloo between processes). The
     tolerance is derived as in test_data_parallel: the mean absolute parameter difference
@@ -96,8 +97,7 @@ def test_two_processes_train_as_one_process_with_four_devices(prepared_tiny, cli
     leaves_one, _ = final_state_leaves(one_process, config)
     assert meta["global_step"] == 24
 
-    tfds_dir, _ = prepared_tiny
-    runs = dp_steps.measure(cli, tfds_dir, str(tmp_path / "calibration.npz"), 24, FOUR)
+    runs = device_split_runs  # the same 24 steps: dp_steps.STEPS
     bound = 3 * dp_steps.rounding_drift(runs)
     # Only the params: `one` and `one_nudged` hold the parameters, not the optimizer state.
     n_params = len(runs["one"])

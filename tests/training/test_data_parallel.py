@@ -23,17 +23,17 @@ def _one_line_error(result) -> str:
 
 
 @pytest.mark.slow
-def test_four_devices_compute_the_same_optimisation_as_one(prepared_tiny, cli, tmp_path):
+def test_four_devices_compute_the_same_optimisation_as_one(device_split_runs):
     """The step is written for the global batch: BatchNorm statistics and the loss mean
     are over all 32 rows whether one device holds them or four hold 8 each. What
     differs is only the order of float additions (per-device partial sums, then an
-    all-reduce), so after 20 steps the two runs may differ by rounding carried through
+    all-reduce), so after 24 steps the two runs may differ by rounding carried through
     training, and by nothing more.
 
     How far rounding carries is measured, not assumed: the same 1-device run with every
     initial parameter moved by one float32 ulp, and with every batch's rows reversed or
     rolled (the same maths in another float order at every step, which is what the split
-    over devices changes), shows how much rounding-level differences grow in these 20
+    over devices changes), shows how much rounding-level differences grow in these 24
     steps on this very machine. They can grow a lot, and in bursts: Adam turns a tiny
     gradient difference into an update of up to the learning rate for near-zero
     gradients, and whether a given perturbation sets off such a cascade depends on the
@@ -46,8 +46,7 @@ def test_four_devices_compute_the_same_optimisation_as_one(prepared_tiny, cli, t
     another data order, must land well outside the bound (measured with jax 0.10.2 on
     AVX-512: 13x the one-ulp drift).
     """
-    tfds_dir, _ = prepared_tiny
-    runs = dp_steps.measure(cli, tfds_dir, str(tmp_path / "params.npz"), 20, FOUR)
+    runs = device_split_runs
     assert int(runs["devices"]) == 4
     one, many = runs["one"], runs["many"]
     rounding = dp_steps.rounding_drift(runs)
