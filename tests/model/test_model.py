@@ -18,21 +18,27 @@ def _conv_shapes(model):
     return [spec[:4] for spec in conv_specs(model)]
 
 
-@pytest.mark.slow
+def _init_shapes(net, *inputs):
+    """The variables' shapes, traced without compiling: where a test needs no values,
+    this skips initialisation's compile (seconds per model on 2 CPU cores, mostly the
+    random number generator of each parameter)."""
+    return jax.eval_shape(net.init, jax.random.key(0), *inputs)
+
+
 @pytest.mark.parametrize("adder_input", ["logits", "probs", "features"])
 def test_heads_have_the_right_shapes(adder_input):
     net = MnistPlusNet(width=4, adder_input=adder_input)
     image = jnp.zeros((3, 28, 28, 1))
     number = jax.nn.one_hot(jnp.array([0, 5, 9]), 10)
-    variables = net.init(jax.random.key(0), image, number)
-    digit, total = net.apply(variables, image, number)
+    variables = _init_shapes(net, image, number)
+    digit, total = jax.eval_shape(net.apply, variables, image, number)
     assert digit.shape == (3, 10) and total.shape == (3, 19)
     assert param_count(variables["params"]) > 0
 
 
 def test_adder_input_is_the_20_wide_concatenation():
     net = MnistPlusNet(width=4)
-    variables = net.init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)), jnp.zeros((1, 10)))
+    variables = _init_shapes(net, jnp.zeros((1, 28, 28, 1)), jnp.zeros((1, 10)))
     first = variables["params"]["adder"]["Dense_0"]["kernel"]
     assert first.shape[0] == 20
 
@@ -64,14 +70,14 @@ def test_digit_head_pool_averages_class_maps_and_conv_weighs_each_position():
     counts = {}
     for head, kernel_shape in (("pool", (1, 1, 4, 10)), ("conv", (5, 5, 4, 10))):
         net = MnistPlusNet(width=4, digit_head=head, late_width=0)
-        variables = net.init(jax.random.key(0), image, jnp.zeros((2, 10)))
+        variables = _init_shapes(net, image, jnp.zeros((2, 10)))
         assert variables["params"]["digit_net"]["Conv_0"]["kernel"].shape == kernel_shape
         counts[head] = param_count(variables["params"])
-        digit, total = net.apply(variables, image, jnp.zeros((2, 10)))
+        digit, total = jax.eval_shape(net.apply, variables, image, jnp.zeros((2, 10)))
         assert digit.shape == (2, 10) and total.shape == (2, 19)
     assert counts["conv"] - counts["pool"] == (25 - 1) * 4 * 10  # a weight per 5x5 position
     with pytest.raises(ValueError, match="digit_head"):
-        MnistPlusNet(digit_head="dense").init(jax.random.key(0), image, jnp.zeros((2, 10)))
+        _init_shapes(MnistPlusNet(digit_head="dense"), image, jnp.zeros((2, 10)))
 
 
 def test_stem_width_and_extra_convs_shape_the_digit_net():
@@ -96,8 +102,7 @@ def test_stem_width_and_extra_convs_shape_the_digit_net():
         (28, 1, 16, 4), (13, 16, 16, 3), (11, 16, 16, 3), (9, 16, 16, 3), (7, 16, 16, 3),
         (7, 16, 32, 3), (5, 32, 32, 3), (5, 32, 10, 1)]
     with pytest.raises(ValueError, match="stem"):
-        MnistPlusNet(stem="pool").init(jax.random.key(0), jnp.zeros((1, 28, 28, 1)),
-                                       jnp.zeros((1, 10)))
+        _init_shapes(MnistPlusNet(stem="pool"), jnp.zeros((1, 28, 28, 1)), jnp.zeros((1, 10)))
 
 
 def test_late_width_widens_only_the_5x5_blocks():
@@ -137,8 +142,8 @@ def test_patch_stem_gives_each_cell_of_the_13x13_map_one_4x4_patch_at_stride_2()
 
 def test_unknown_adder_input_is_refused():
     with pytest.raises(ValueError, match="adder_input"):
-        MnistPlusNet(adder_input="pixels").init(
-            jax.random.key(0), jnp.zeros((1, 28, 28, 1)), jnp.zeros((1, 10)))
+        _init_shapes(MnistPlusNet(adder_input="pixels"), jnp.zeros((1, 28, 28, 1)),
+                     jnp.zeros((1, 10)))
 
 
 # ---- The shift adder (--adder shift): addition built into the sum head.
@@ -208,9 +213,9 @@ def test_shift_adder_loss_is_finite_with_sane_gradients_even_for_extreme_logits(
 
 
 def test_shift_adder_has_no_parameters():
-    _, _, shift = _shift_net_and_variables(batch=1)
-    mlp = MnistPlusNet(width=4).init(jax.random.key(2), jnp.zeros((1, 28, 28, 1)),
-                                     jnp.zeros((1, 10)))
+    shift = _init_shapes(MnistPlusNet(width=4, adder_kind="shift"), jnp.zeros((1, 28, 28, 1)),
+                         jnp.zeros((1, 10)))
+    mlp = _init_shapes(MnistPlusNet(width=4), jnp.zeros((1, 28, 28, 1)), jnp.zeros((1, 10)))
     assert "adder" not in shift["params"]
     assert param_count(shift["params"]) == (param_count(mlp["params"])
                                             - param_count(mlp["params"]["adder"]))
@@ -229,8 +234,8 @@ def test_adder_flag_takes_only_known_heads_and_shift_only_with_logits():
     with pytest.raises(UsageError, match="--adder-input 'probs' is invalid: --adder shift"):
         config_lib.validate(config_lib.Config(adder="shift", adder_input="probs"))
     with pytest.raises(ValueError, match="adder_kind"):
-        MnistPlusNet(adder_kind="sum").init(
-            jax.random.key(0), jnp.zeros((1, 28, 28, 1)), jnp.zeros((1, 10)))
+        _init_shapes(MnistPlusNet(adder_kind="sum"), jnp.zeros((1, 28, 28, 1)),
+                     jnp.zeros((1, 10)))
 
 
 @pytest.mark.slow
