@@ -157,11 +157,9 @@ def _per_seed(fn: Callable, how: str, shared: Sequence[str] = ()) -> Callable:
     which XLA:CPU runs far slower than K ordinary ones: there 'unroll' is the fastest).
     """
     axes = sampler.Batch(**{f: None if f in shared else 0 for f in sampler.Batch._fields})
-    if how == "vmap":
-        return lambda state, batch, *rest: jax.vmap(fn, in_axes=(0, axes) + (0,) * len(rest))(
-            state, batch, *rest)
-    if how == "unroll":
-        return lambda state, batch, *rest: _unrolled(fn, (0, axes) + (0,) * len(rest))(
+    if how in ("vmap", "unroll"):
+        over = jax.vmap if how == "vmap" else _unrolled  # the same in_axes convention
+        return lambda state, batch, *rest: over(fn, (0, axes) + (0,) * len(rest))(
             state, batch, *rest)
     if how != "map":
         raise ValueError(f"seed map must be one of {config_lib.SEED_MAPS}, not {how!r}")
@@ -237,10 +235,8 @@ def seeds_eval_step(mesh: Mesh | None = None, how: str = "vmap") -> Callable:
 def seeds_precise_bn_step(mesh: Mesh | None = None, how: str = "vmap") -> Callable:
     """`batch_stats.accumulate` over the seed axis: every seed's BatchNorm moments of one
     clean batch that all seeds share (as `--precise-bn` computes them for a single run)."""
-    if how == "vmap":
-        fn = jax.vmap(batch_stats.accumulate, in_axes=(0, 0, None))
-    elif how == "unroll":
-        fn = _unrolled(batch_stats.accumulate, (0, 0, None))
+    if how in ("vmap", "unroll"):
+        fn = (jax.vmap if how == "vmap" else _unrolled)(batch_stats.accumulate, (0, 0, None))
     elif how == "map":
         def fn(total, state, image):
             return jax.lax.map(lambda xs: batch_stats.accumulate(xs[0], xs[1], image),
