@@ -87,7 +87,8 @@ def benchmark_parser() -> argparse.ArgumentParser:
                        help="test examples (0: 10000, or all of real MNIST)")
     bench.add_argument("--device-counts", type=_int_list, default=None,
                        help="device counts for the data-parallel step timing, comma-separated "
-                            "(default: 1, 2, 4, ... up to the devices JAX sees; none with one device)")
+                            "(default: 1, 2, 4, ... up to the devices JAX sees; none with one "
+                            "device)")
     bench.add_argument("--json", default="", metavar="PATH", help="also write the results here")
     speed = parser.add_argument_group("time to accuracy and the PyTorch baseline")
     speed.add_argument("--time-to-accuracy", type=float, default=0.0, metavar="TARGET",

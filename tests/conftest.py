@@ -118,7 +118,8 @@ def device_split_runs(prepared_tiny, cli, tmp_path_factory):
         if not out.exists():
             dp_steps.measure(cli, prepared_tiny[0], str(out), dp_steps.STEPS,
                              {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
-        return dict(np.load(out))
+        with np.load(out) as runs:
+            return dict(runs)
 
 
 # ---- Training runs on the tiny data, shared by the resume, determinism and error tests.

@@ -9,8 +9,9 @@ benchmark's corruptions).
 Result, seeds 0-4 at epoch 10: 99.42 ± 0.05% digit / 99.42 ± 0.04% sum on the clean test
 set (the default: 99.60 ± 0.06% / 99.58 ± 0.08%), MNIST-C mean 96.80 ± 0.24% (the
 default: 77.94 ± 1.10%), worst stripe 82.88 ± 3.30%, erode 88.43 ± 0.64%, low_res_8
-95.93 ± 0.12% (docs/robustness.md, 2 avx2 cores, `--cpu-kernels ynn`). Below the default's clean bar, hence not the
-default. An epoch about 10% longer (the families cost about 1.3 s of host time an epoch).
+95.93 ± 0.12% (docs/robustness.md, 2 avx2 cores, `--cpu-kernels ynn`). Below the default's
+clean bar, hence not the default. An epoch about 10% longer (the families cost about 1.3 s
+of host time an epoch).
 """
 
 
