@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mnist_plus.data import idx
-from tests.helpers import REAL_MNIST_DIR, Cli, tiny_config, write_tiny_mnist
+from tests.helpers import CACHE_LOCK_ENV, REAL_MNIST_DIR, Cli, tiny_config, write_tiny_mnist
 
 # Read once (tests/helpers); gone for the whole session, so that no fixture of any scope (module
 # and session fixtures are set up before `_isolated_env` applies) reads real MNIST by
@@ -20,8 +20,12 @@ os.environ.pop("MNIST_PLUS_MNIST_DIR", None)
 
 @pytest.fixture(scope="session")
 def compile_cache_dir(tmp_path_factory) -> str:
-    """One persistent XLA compilation cache for every subprocess of the session."""
-    return str(tmp_path_factory.mktemp("jax_cache"))
+    """One persistent XLA compilation cache for every process of the session: both xdist
+    workers and all their subprocesses. (A program's cache key includes the cache's path,
+    so per-worker folders never shared an entry: each worker compiled every program
+    again.) Concurrent processes read and write it under JAX's file lock (see
+    `CACHE_LOCK_ENV`), so none reads an entry another is still writing."""
+    return str(_session_root(tmp_path_factory) / "jax_cache")
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -31,8 +35,12 @@ def _compile_cache_in_process(compile_cache_dir):
     every program again (measured: the determinism, checkpoint policy, model, config file
     and report tests took 87 s without it, 62 s with it). A cached executable is the one
     a compile makes, so no test's numbers change."""
+    import jax
+
     from mnist_plus.runtime import compile_cache
 
+    for name, value in CACHE_LOCK_ENV.items():
+        jax.config.update(name.lower(), int(value))
     compile_cache.enable(compile_cache_dir)
 
 
@@ -42,6 +50,8 @@ def _isolated_env(monkeypatch, tmp_path, compile_cache_dir):
     monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "default_tfds"))
     monkeypatch.delenv("MNIST_PLUS_MNIST_DIR", raising=False)
     monkeypatch.setenv("MNIST_PLUS_COMPILE_CACHE", compile_cache_dir)
+    for name, value in CACHE_LOCK_ENV.items():
+        monkeypatch.setenv(name, value)
 
 
 @pytest.fixture
@@ -71,6 +81,14 @@ def real_mnist_dir() -> str:
     return folder
 
 
+def _session_root(tmp_path_factory):
+    """A folder that every pytest-xdist worker of this session shares."""
+    base = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        base = base.parent  # above every worker's own folder, one per session
+    return base
+
+
 @contextlib.contextmanager
 def _once_per_session(tmp_path_factory, name: str):
     """A folder that every pytest-xdist worker of this session shares, held under a file
@@ -78,10 +96,7 @@ def _once_per_session(tmp_path_factory, name: str):
     reuse it. (Each worker made its own when session fixtures were per worker.)"""
     import fcntl
 
-    base = tmp_path_factory.getbasetemp()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        base = base.parent  # above every worker's own folder, one per session
-    root = base / name
+    root = _session_root(tmp_path_factory) / name
     root.mkdir(exist_ok=True)
     with open(root / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes

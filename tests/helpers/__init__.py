@@ -142,6 +142,13 @@ def assert_same_as_reference(workdir, reference_run, prepared_tiny) -> None:
     assert_same_state(leaves, reference)
 
 
+# A size limit turns on the lock of JAX's compilation cache (it needs `filelock`, in the
+# test extra): every read and write of an entry holds it, so a process never reads an entry
+# that another is still writing (JAX writes them in place; a torn read costs a warning on
+# stderr and a recompile). The limit itself, 4 GiB, is far above a session's 30 MB.
+CACHE_LOCK_ENV = {"JAX_COMPILATION_CACHE_MAX_SIZE": str(4 << 30)}
+
+
 class Cli:
     """Runs `python -m ...` in a subprocess from the repository root, as a user would.
 
@@ -153,7 +160,7 @@ class Cli:
     def __init__(self, cache_dir: str):
         self.cache_env = {"JAX_COMPILATION_CACHE_DIR": cache_dir,
                           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
-                          "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+                          "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0", **CACHE_LOCK_ENV}
 
     def _env(self, env) -> dict[str, str]:
         # os.environ at call time: each test isolates TFDS_DATA_DIR (see _isolated_env).
