@@ -10,11 +10,14 @@ import numpy as np
 import pytest
 
 from mnist_plus.data import idx
-from tests.helpers import CACHE_LOCK_ENV, REAL_MNIST_DIR, Cli, tiny_config, write_tiny_mnist
+from tests.helpers import (CACHE_LOCK_ENV, PASSED_ON, REAL_MNIST_DIR, Cli, tiny_config,
+                           write_tiny_mnist)
 
 # Read once (tests/helpers); gone for the whole session, so that no fixture of any scope (module
 # and session fixtures are set up before `_isolated_env` applies) reads real MNIST by
-# accident instead of the tiny data it prepared.
+# accident instead of the tiny data it prepared. The xdist workers start after this, from
+# this environment: they find the folder under another name.
+os.environ[PASSED_ON] = REAL_MNIST_DIR
 os.environ.pop("MNIST_PLUS_MNIST_DIR", None)
 
 

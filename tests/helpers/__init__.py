@@ -13,8 +13,11 @@ import numpy as np
 from mnist_plus.data import idx
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-REAL_MNIST_DIR = os.environ.get("MNIST_PLUS_MNIST_DIR") or os.path.join(
-    REPO, "..", "shared", "data", "mnist")
+# conftest removes MNIST_PLUS_MNIST_DIR from the environment, before pytest-xdist starts its
+# workers; it passes the folder on to them in this variable.
+PASSED_ON = "MNIST_PLUS_TESTS_REAL_MNIST_DIR"
+REAL_MNIST_DIR = (os.environ.get("MNIST_PLUS_MNIST_DIR") or os.environ.get(PASSED_ON)
+                  or os.path.join(REPO, "..", "shared", "data", "mnist"))
 
 
 HIDE_DIR = os.path.join(REPO, "tests", "helpers", "hide")
