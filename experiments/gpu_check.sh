@@ -62,10 +62,12 @@ SPEEDRUN_PRESET=${SPEEDRUN_PRESET:-speedrun}
 WRITEUP_PRESET=${WRITEUP_PRESET:-writeup}
 
 if [[ ${GPU_CHECK_TINY:-0} == 1 ]]; then
-    SMALL=(--width 2 --batch-size 32 --eval-batch-size 64 --precise-bn 0)
-    BENCH=(--batch-sizes 32 --repeats 1 --warmup-steps 1 --min-repeat-seconds 0.01
-           --train-examples 256 --test-examples 64 --epoch-examples host=64,scan=64
-           --matmul-size 64 "${SMALL[@]}")
+    # The test suite's tiny model and batches (tests/helpers/__init__.py's TINY): the
+    # compilation cache of a test session already holds most of these programs.
+    SMALL=(--width 4 --batch-size 32 --eval-batch-size 64 --precise-bn 0)
+    BENCH=(--batch-sizes 32 --repeats 2 --warmup-steps 1 --min-repeat-seconds 0.01
+           --train-examples 256 --test-examples 64 --epoch-examples host=0,scan=64
+           --matmul-size 128 "${SMALL[@]}")
     TRAIN=(--epochs 1 --no-report "${SMALL[@]}")
     SPEED=(--time-to-accuracy 0.01 --seeds 1 --epochs 1 "${SMALL[@]}")
     COMPARE=(--compare-epochs 1 "${SMALL[@]}")
