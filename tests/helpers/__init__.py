@@ -4,6 +4,8 @@ subprocess runner `Cli`. Fixtures are in tests/conftest.py."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -183,3 +185,17 @@ class Cli:
     def crash(self, crash_flags, train_flags, env=None):
         return self.run(["-m", "tests.helpers.crash_run", *crash_flags, "--", *train_flags],
                         env=env)
+
+
+def train_in_process(*flags: str) -> subprocess.CompletedProcess:
+    """`python -m mnist_plus.train FLAGS` as the pytest process itself: the same `main`, its
+    exit status and printed lines captured as a subprocess's. For the rerun that resumes
+    a killed or failed run, whose test is about what it computes and prints, not how a
+    process starts: a subprocess would add 2-3 s of interpreter start and imports."""
+    from mnist_plus import train
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = train.main(list(flags))
+    return subprocess.CompletedProcess(["mnist_plus.train", *flags], code, out.getvalue(),
+                                       err.getvalue())

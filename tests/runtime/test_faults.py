@@ -22,7 +22,7 @@ from mnist_plus.data import mnist as data
 from mnist_plus.data import idx
 from tests.helpers import (TINY_STEPS_PER_EPOCH, assert_same_as_reference,
                             final_state_leaves, read_bytes, snapshot, synthetic_digits,
-                            tiny_config, tiny_flags, write_tiny_mnist)
+                            tiny_config, tiny_flags, train_in_process, write_tiny_mnist)
 
 
 def _one_error_line(result, status: int) -> str:
@@ -141,7 +141,7 @@ def test_resuming_on_other_data_is_refused_in_one_line_and_fresh_starts_over(
                          "or pass --fresh to start over")
     assert snapshot(workdir) == before
 
-    fresh = cli.train(*tiny_flags(other, workdir, "--fresh"))
+    fresh = train_in_process(*tiny_flags(other, workdir, "--fresh"))
     assert fresh.returncode == 0, fresh.stderr
     _, new_meta = final_state_leaves(workdir, tiny_config(other))
     assert new_meta["data_fingerprint"]["train_labels"][:8] != old
@@ -194,7 +194,7 @@ def test_a_failed_background_checkpoint_write_is_one_line_and_a_rerun_resumes(
     _, meta = final_state_leaves(workdir, tiny_config(prepared_tiny), step=12)
     assert meta["global_step"] == 12
 
-    rerun = cli.train(*flags)
+    rerun = train_in_process(*flags)
     assert rerun.returncode == 0, rerun.stderr
     assert "resumed from checkpoint at step 12" in rerun.stdout
     assert_same_as_reference(workdir, reference_run, prepared_tiny)
@@ -230,6 +230,6 @@ def test_a_failed_metrics_write_keeps_earlier_lines_and_a_rerun_resumes(
     assert not [n for n in os.listdir(workdir) if n.endswith(".tmp")]
     assert _complete_checkpoints(workdir) == [TINY_STEPS_PER_EPOCH]
 
-    rerun = cli.train(*flags)
+    rerun = train_in_process(*flags)
     assert rerun.returncode == 0, rerun.stderr
     assert_same_as_reference(workdir, reference_run, prepared_tiny)

@@ -3,8 +3,10 @@
 uninterrupted run. And one training per workdir (an OS lock a killed process cannot leave
 behind).
 
-Every run is a `python -m ...` subprocess; signals are real (sent from outside, or by
-tests/helpers/crash_run.py to its own process at a chosen point), as a scheduler would send them.
+Every run that is stopped is a `python -m ...` subprocess; signals are real (sent from
+outside, or by tests/helpers/crash_run.py to its own process at a chosen point), as a
+scheduler would send them. The rerun that resumes it is the same command, run by the pytest
+process (`train_in_process`).
 """
 
 import os
@@ -17,7 +19,7 @@ import pytest
 
 from mnist_plus.runtime import preemption
 from tests.helpers import (assert_same_as_reference, final_state_leaves, read_bytes, snapshot,
-                            tiny_config, tiny_flags)
+                            tiny_config, tiny_flags, train_in_process)
 
 TMP_SUFFIX = ".orbax-checkpoint-tmp"
 RESUME = "checkpoint saved; rerun the same command to resume"
@@ -41,7 +43,7 @@ def _only_line(stderr: str) -> str:
 
 
 def _resume_and_compare(cli, flags, workdir, resumed_at: str, prepared_tiny, reference_run):
-    resumed = cli.train(*flags)
+    resumed = train_in_process(*flags)
     assert resumed.returncode == 0, resumed.stderr
     assert f"resumed from checkpoint at {resumed_at}" in resumed.stdout, resumed.stdout
     assert_same_as_reference(workdir, reference_run, prepared_tiny)
@@ -121,7 +123,7 @@ def test_a_signal_after_the_last_step_leaves_the_summary_to_a_rerun(
         "interrupted by SIGINT after the last step (step 24): training is finished and "
         "checkpointed; rerun the same command to write the summary and report")
     assert not os.path.exists(os.path.join(workdir, "summary.json"))
-    rerun = cli.train(*flags)
+    rerun = train_in_process(*flags)
     assert rerun.returncode == 0, rerun.stderr
     assert "training already finished" in rerun.stdout
     assert os.path.exists(os.path.join(workdir, "summary.json"))
@@ -192,7 +194,7 @@ def test_a_killed_trainings_lock_does_not_block_the_next_one(cli, prepared_tiny,
     killed = cli.crash(["--after-steps", "3"], flags)  # SIGKILL, holding the lock
     assert killed.returncode == -9, killed.stderr
     assert read_bytes(os.path.join(workdir, ".lock")).startswith(b"pid ")  # its owner line
-    rerun = cli.train(*flags, "--fresh")
+    rerun = train_in_process(*flags, "--fresh")
     assert rerun.returncode == 0, rerun.stderr
     assert_same_as_reference(workdir, reference_run, prepared_tiny)
     assert read_bytes(os.path.join(workdir, ".lock")) == b""  # released, emptied

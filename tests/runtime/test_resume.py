@@ -2,8 +2,9 @@
 uninterrupted one (bitwise on CPU), wherever it was killed.
 
 Every kill is a real SIGKILL of a training subprocess (tests/helpers/crash_run.py), and the
-restart is the very same command; the result is compared with `reference_run`, an
-uninterrupted in-process run with the same flags.
+restart is the very same command (run by the pytest process: `train_in_process`); the
+result is compared with `reference_run`, an uninterrupted in-process run with the same
+flags.
 """
 
 import os
@@ -20,7 +21,8 @@ from mnist_plus.training.state import create_state as initial_state
 from mnist_plus.trainer import train_and_evaluate
 from mnist_plus.training.step import zero_train_metrics
 from tests.helpers import (TINY_STEPS_PER_EPOCH, assert_same_as_reference,
-                            final_state_leaves, read_bytes, snapshot, tiny_config, tiny_flags)
+                            final_state_leaves, read_bytes, snapshot, tiny_config, tiny_flags,
+                            train_in_process)
 
 TMP_SUFFIX = ".orbax-checkpoint-tmp"
 
@@ -73,7 +75,7 @@ def test_killed_mid_epoch_resumes_the_same_stream(cli, prepared_tiny, reference_
     assert killed.returncode == -9, killed.stderr
     assert len(read_bytes(os.path.join(workdir, "metrics.jsonl")).splitlines()) == 1
 
-    resumed = cli.train(*flags)
+    resumed = train_in_process(*flags)
     assert resumed.returncode == 0, resumed.stderr
     match = re.search(r"resumed from checkpoint at step (\d+) \(epoch 2, step (\d+) of 8\)",
                       resumed.stdout)
@@ -101,7 +103,7 @@ def test_killed_while_saving_restores_the_newest_complete_checkpoint(
     finally:
         ckpt.close()
 
-    resumed = cli.train(*flags)
+    resumed = train_in_process(*flags)
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from checkpoint at step 6 (epoch 1, step 6 of 8)" in resumed.stdout
     assert_same_as_reference(workdir, reference_run, prepared_tiny)
@@ -117,7 +119,7 @@ def test_killed_after_an_epoch_resumes_to_identical_results(cli, prepared_tiny, 
     killed = cli.crash(["--after-saves", "1"], flags)
     assert killed.returncode == -9, killed.stderr
     assert len(read_bytes(os.path.join(workdir, "metrics.jsonl")).splitlines()) == 1
-    resumed = cli.train(*flags)
+    resumed = train_in_process(*flags)
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from checkpoint at step 8 (epoch 2, step 0 of 8)" in resumed.stdout
     assert_same_as_reference(workdir, reference_run, prepared_tiny)

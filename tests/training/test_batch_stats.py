@@ -17,7 +17,7 @@ from mnist_plus.errors import UsageError
 from mnist_plus.model import BN_MOMENTUM
 from mnist_plus.training.state import create_state
 from tests.helpers import (TINY_STEPS_PER_EPOCH, final_state_leaves, tiny_config,
-                            tiny_flags)
+                            tiny_flags, train_in_process)
 
 
 def _state_and_images(batch_size=8, n=16):
@@ -139,7 +139,7 @@ def test_a_run_killed_mid_epoch_with_precise_bn_resumes_to_the_uninterrupted_one
                        "--precise-bn", "64")
     killed = cli.crash(["--after-steps", "13"], flags)
     assert killed.returncode == -9, killed.stderr
-    resumed = cli.train(*flags)
+    resumed = train_in_process(*flags)
     assert resumed.returncode == 0, resumed.stderr
     assert "resumed from checkpoint at step" in resumed.stdout
     config = tiny_config(prepared_tiny, precise_bn=64)

@@ -108,20 +108,23 @@ def test_a_checkpoint_resumes_on_another_number_of_devices(prepared_tiny, cli, t
 
 
 @pytest.mark.slow
-def test_four_devices_reach_the_accuracy_of_one_on_real_mnist(real_mnist_run, cli, tmp_path):
+def test_two_devices_reach_the_accuracy_of_one_on_real_mnist(real_mnist_run, cli, tmp_path):
     """One epoch of the default config on real MNIST: the same optimisation up to float
     rounding, so test accuracies agree to well within 0.1 point (10 of 10,000 images).
-    One device: the shared in-process run; four: a subprocess with forced devices."""
+    One device: the shared in-process run; two: a subprocess with two forced CPU devices
+    (the tiny tests above split over four; on real data four took 40% longer on 2 cores
+    and test the same split)."""
     tfds_dir, one_device = real_mnist_run
-    workdir = tmp_path / "d4"
+    workdir = tmp_path / "d2"
     result = cli.train("--workdir", str(workdir), "--tfds-dir", tfds_dir, "--epochs", "1",
-                       "--no-progress", "--no-report", "--num-devices", "4", env=FOUR)
+                       "--no-progress", "--no-report", "--num-devices", "2",
+                       env={"XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
     assert result.returncode == 0, result.stderr
-    four = json.loads(read_bytes(workdir / "metrics.jsonl"))
+    two = json.loads(read_bytes(workdir / "metrics.jsonl"))
     one = json.loads(read_bytes(os.path.join(one_device, "metrics.jsonl")))
-    assert json.loads(read_bytes(workdir / "summary.json"))["num_devices"] == 4
+    assert json.loads(read_bytes(workdir / "summary.json"))["num_devices"] == 2
     for key in ("test_digit_accuracy", "test_sum_accuracy"):
-        assert abs(four[key] - one[key]) <= 0.001, (key, four[key], one[key])
+        assert abs(two[key] - one[key]) <= 0.001, (key, two[key], one[key])
 
 
 _PRECISE_BN_ON_A_MESH = """

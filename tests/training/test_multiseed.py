@@ -24,6 +24,7 @@ from tests.helpers import REPO
 SEEDS = (0, 1)
 STEPS_PER_EPOCH = 8  # 256 tiny train images at batch 32
 TEST_EXAMPLES = 64
+RUN_SEEDS = list(reversed(SEEDS))  # a seed's result must follow the seed, not its position
 # How far outside the calibrated bound a genuinely wrong run must land: a seed that
 # got another seed's data or state would pass a bound 10x looser still.
 FAR = 10
@@ -107,6 +108,22 @@ def _assert_rows_match(rows, expected, bounds):
     assert rounding.row_excess(rows, expected, bounds) <= 1, (rows, expected, bounds)
 
 
+@pytest.fixture(scope="module")
+def seeds_runs(prepared_tiny, tmp_path_factory):
+    """`_seeds_run` of `_config` and `RUN_SEEDS`, by (seed map, --precise-bn), each made
+    when first asked for: the precise-BN test reuses the equality test's plain runs."""
+    made = {}
+
+    def get(seed_map: str, precise_bn: int = 0):
+        if (seed_map, precise_bn) not in made:
+            config = dataclasses.replace(_config(prepared_tiny[0]), precise_bn=precise_bn)
+            workdir = tmp_path_factory.mktemp(f"{seed_map}_{precise_bn}")
+            made[seed_map, precise_bn] = _seeds_run(config, RUN_SEEDS, workdir, seed_map)
+        return made[seed_map, precise_bn]
+
+    return get
+
+
 def _seeds_run(config, seeds, workdir, seed_map="vmap"):
     """(metrics.jsonl rows, the final stacked state, summary.json) of a K-seed run of the
     trainer (`train_and_evaluate(..., seeds=...)`)."""
@@ -124,11 +141,9 @@ def _seeds_run(config, seeds, workdir, seed_map="vmap"):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed_map", config_lib.SEED_MAPS)
-def test_each_seed_equals_its_single_run(prepared_tiny, single_runs, calibration, seed_map,
-                                         tmp_path):
-    tfds_dir, _ = prepared_tiny
-    seeds = list(reversed(SEEDS))  # a seed's result must follow the seed, not its position
-    rows, state, summary = _seeds_run(_config(tfds_dir), seeds, tmp_path, seed_map)
+def test_each_seed_equals_its_single_run(single_runs, calibration, seeds_runs, seed_map):
+    seeds = RUN_SEEDS
+    rows, state, summary = seeds_runs(seed_map)
     assert len(rows) == 2 * len(seeds) and summary["seeds"] == seeds
     for i, seed in enumerate(seeds):
         expected_rows, expected_state = single_runs[seed]
@@ -152,7 +167,7 @@ def test_each_seed_equals_its_single_run(prepared_tiny, single_runs, calibration
 @pytest.mark.slow
 @pytest.mark.parametrize("seed_map", config_lib.SEED_MAPS)
 def test_precise_bn_gives_each_seed_the_statistics_a_single_run_computes(prepared_tiny,
-                                                                        seed_map, tmp_path):
+                                                                        seeds_runs, seed_map):
     """With --precise-bn every seed's BatchNorm statistics are recomputed from the same
     clean images before each evaluation. Training never reads them, so the parameters
     equal those of the same seeds trained without the flag, bit for bit; each seed's
@@ -165,16 +180,15 @@ def test_precise_bn_gives_each_seed_the_statistics_a_single_run_computes(prepare
 
     tfds_dir, _ = prepared_tiny
     mnist = data.load_mnist(tfds_dir)
-    config = dataclasses.replace(_config(tfds_dir), epochs=1, augment_rotate=10.0)
-    (plain_rows, plain, _), (precise_rows, precise, _) = (
-        _seeds_run(dataclasses.replace(config, precise_bn=n), list(SEEDS), tmp_path / str(n),
-                   seed_map) for n in (0, 96))
+    config = _config(tfds_dir)
+    (plain_rows, plain, _), (precise_rows, precise, _) = (seeds_runs(seed_map, n)
+                                                          for n in (0, 96))
     leaves = lambda tree: [np.asarray(x) for x in jax.tree_util.tree_leaves(  # noqa: E731
         jax.device_get(tree))]
     for a, b in zip(leaves(plain.params), leaves(precise.params)):
         assert np.array_equal(a, b)
     single = batch_stats.PreciseBatchStats(mnist.train_images, 96, config.batch_size)
-    for i, seed in enumerate(SEEDS):
+    for i in range(len(RUN_SEEDS)):
         expected = leaves(single(multiseed.unstack(plain, i)).batch_stats)
         got = leaves(multiseed.unstack(precise, i).batch_stats)
         running = leaves(multiseed.unstack(plain, i).batch_stats)
