@@ -11,7 +11,7 @@ import pytest
 
 from mnist_plus.data import idx
 from tests.helpers import (CACHE_LOCK_ENV, PASSED_ON, REAL_MNIST_DIR, Cli, tiny_config,
-                           write_tiny_mnist)
+                           tiny_flags, write_tiny_mnist)
 
 # Read once (tests/helpers); gone for the whole session, so that no fixture of any scope (module
 # and session fixtures are set up before `_isolated_env` applies) reads real MNIST by
@@ -138,6 +138,24 @@ def device_split_runs(prepared_tiny, cli, tmp_path_factory):
                              {"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
         with np.load(out) as runs:
             return dict(runs)
+
+
+@pytest.fixture(scope="session")
+def four_device_run(prepared_tiny, cli, tmp_path_factory) -> tuple[str, str]:
+    """(workdir, stdout) of the tiny training in one `python -m mnist_plus.train` process
+    with 4 forced CPU devices (the default loop: host on CPU), BatchNorm statistics
+    recomputed on the mesh (`--precise-bn 64`) and an evaluation batch the devices do not
+    divide (50). The data-parallel test reads what it reports, the two-process test
+    compares its parameters: one subprocess for both, shared by every worker."""
+    with _once_per_session(tmp_path_factory, "four_device_run") as root:
+        workdir, stdout = root / "run", root / "stdout.txt"
+        if not stdout.exists():
+            result = cli.train(*tiny_flags(prepared_tiny, workdir, "--precise-bn", "64",
+                                           "--eval-batch-size", "50"),
+                               env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
+            assert result.returncode == 0, result.stderr
+            stdout.write_text(result.stdout)
+        return str(workdir), stdout.read_text()
 
 
 # ---- Training runs on the tiny data, shared by the resume, determinism and error tests.
