@@ -175,8 +175,8 @@ def cli(compile_cache_dir) -> Cli:
     return Cli(compile_cache_dir)
 
 
-# The files that take longest (test seconds on 2 AVX2 cores, with --durations: about 195,
-# 190, 175, 145, 125, 110, 100 and 90), run first: `--dist loadfile` hands the two workers
+# The files that take longest (test seconds on 2 AVX2 cores, with --durations: about 185,
+# 110, 110, 105, 70, 85, 100 and 70), run first: `--dist loadfile` hands the two workers
 # whole files in collection order, so long files left to the end keep one worker busy
 # while the other has nothing left to do. The GPU check's tiny run comes after the
 # benchmark's tests, whose compiled programs it reuses.

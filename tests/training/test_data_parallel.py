@@ -56,16 +56,20 @@ def test_four_devices_compute_the_same_optimisation_as_one(device_split_runs):
     assert np.mean(np.abs(runs["one_other_seed"] - one)) > 2 * bound
 
 
+def _assert_one_process_on_four_devices(workdir, stdout: str, epochs: int) -> None:
+    assert "mesh data=4 (4 cpu devices, 1 process)" in stdout
+    summary = json.loads(read_bytes(os.path.join(workdir, "summary.json")))
+    assert summary["num_devices"] == 4 and summary["num_processes"] == 1
+    assert len(read_bytes(os.path.join(workdir, "metrics.jsonl")).splitlines()) == epochs
+
+
 @pytest.mark.slow
 def test_training_on_four_devices_writes_the_device_count(four_device_run):
     """The host loop (the default on CPU). An evaluation batch the devices do not divide
     is rounded up (50 -> 52), not refused; the BatchNorm statistics are recomputed on the
     mesh too."""
     workdir, stdout = four_device_run
-    assert "mesh data=4 (4 cpu devices, 1 process)" in stdout
-    summary = json.loads(read_bytes(os.path.join(workdir, "summary.json")))
-    assert summary["num_devices"] == 4 and summary["num_processes"] == 1
-    assert len(read_bytes(os.path.join(workdir, "metrics.jsonl")).splitlines()) == 3
+    _assert_one_process_on_four_devices(workdir, stdout, epochs=3)
 
 
 @pytest.mark.slow
@@ -74,10 +78,7 @@ def test_the_scan_loop_trains_on_four_devices(prepared_tiny, cli, tmp_path):
     result = cli.train(*tiny_flags(prepared_tiny, workdir, "--epochs", "1", "--loop", "scan",
                                    "--eval-batch-size", "50", "--precise-bn", "64"), env=FOUR)
     assert result.returncode == 0, result.stderr
-    assert "mesh data=4 (4 cpu devices, 1 process)" in result.stdout
-    summary = json.loads(read_bytes(workdir / "summary.json"))
-    assert summary["num_devices"] == 4 and summary["num_processes"] == 1
-    assert len(read_bytes(workdir / "metrics.jsonl").splitlines()) == 1
+    _assert_one_process_on_four_devices(workdir, result.stdout, epochs=1)
 
 
 @pytest.mark.parametrize("flags, message", [
