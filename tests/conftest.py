@@ -21,6 +21,25 @@ os.environ[PASSED_ON] = REAL_MNIST_DIR
 os.environ.pop("MNIST_PLUS_MNIST_DIR", None)
 
 
+def _pin_this_worker() -> None:
+    """Each pytest-xdist worker, and every process it starts, on its own share of the
+    CPUs, before jax sizes its thread pools from them: unpinned, each worker's XLA ran as
+    many threads as the machine has cores, so two workers kept twice as many threads as
+    cores busy, spinning and switching."""
+    worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get(
+        "PYTEST_XDIST_WORKER_COUNT")
+    if not worker or not count or not hasattr(os, "sched_setaffinity"):
+        return
+    cpus = sorted(os.sched_getaffinity(0))
+    share = len(cpus) // int(count)
+    if share >= 1:
+        index = int(worker.removeprefix("gw"))
+        os.sched_setaffinity(0, cpus[index * share:(index + 1) * share])
+
+
+_pin_this_worker()
+
+
 @pytest.fixture(scope="session")
 def compile_cache_dir(tmp_path_factory) -> str:
     """One persistent XLA compilation cache for every process of the session: both xdist
