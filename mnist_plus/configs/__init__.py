@@ -20,7 +20,7 @@ from mnist_plus import config as config_lib
 from mnist_plus.errors import UsageError
 
 NAMES = ("default", "lean", "fast", "conv_stem", "late_wide", "wider", "accurate", "writeup",
-         "speedrun", "robust")
+         "speedrun", "robust", "robust_light")
 
 
 def preset_fields(name: str) -> dict[str, Any]:
