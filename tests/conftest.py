@@ -23,9 +23,10 @@ os.environ.pop("MNIST_PLUS_MNIST_DIR", None)
 
 def _pin_this_worker() -> None:
     """Each pytest-xdist worker, and every process it starts, on its own share of the
-    CPUs, before jax sizes its thread pools from them: unpinned, each worker's XLA ran as
-    many threads as the machine has cores, so two workers kept twice as many threads as
-    cores busy, spinning and switching."""
+    CPUs, before jax sizes its thread pools from them. Unpinned, each worker's XLA ran as
+    many threads as the machine has cores, twice as many threads as cores in all: the
+    suite took 16% more CPU time on 2 cores (measured; the two-process tests, which now
+    share one core, are the only ones that got slower)."""
     worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get(
         "PYTEST_XDIST_WORKER_COUNT")
     if not worker or not count or not hasattr(os, "sched_setaffinity"):
