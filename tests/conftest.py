@@ -25,8 +25,8 @@ def _pin_this_worker() -> None:
     """Each pytest-xdist worker, and every process it starts, on its own share of the
     CPUs, before jax sizes its thread pools from them. Unpinned, each worker's XLA ran as
     many threads as the machine has cores, twice as many threads as cores in all: the
-    suite took 16% more CPU time on 2 cores (measured; the two-process tests, which now
-    share one core, are the only ones that got slower)."""
+    suite took 16% more CPU time on 2 cores (measured). Pinned, the two-process tests
+    share one core and got slower; almost every other file got faster."""
     worker, count = os.environ.get("PYTEST_XDIST_WORKER"), os.environ.get(
         "PYTEST_XDIST_WORKER_COUNT")
     if not worker or not count or not hasattr(os, "sched_setaffinity"):
